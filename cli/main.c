@@ -1,0 +1,115 @@
+/*
+ * cli/main.c - the `sightline` command: global options and dispatch to each
+ * module's subcommand.
+ *
+ * Exit codes (every subcommand): 0 ok, 1 failed, 2 usage error, 3 finished
+ * but some inputs were skipped (the summary says which and why).
+ */
+#include "sightline/sightline.h"
+#include "cli/commands.h"
+
+#include <getopt.h>
+#include <omp.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------ */
+/* sightline info                                                           */
+/* ------------------------------------------------------------------------ */
+
+static void info_help(FILE *out) {
+    fputs("usage: sightline info [--help]\n"
+          "\n"
+          "Print the build (version, dependencies, CUDA and NCCL support) and what this\n"
+          "machine offers at run time (OpenMP threads, CUDA devices).\n",
+          out);
+}
+
+extern char *openblas_get_config(void);
+extern int openblas_get_num_threads(void);
+
+static int info_run(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            info_help(stdout);
+            return SL_EXIT_OK;
+        }
+        fprintf(stderr, "sightline info: unknown argument '%s'\n", argv[i]);
+        return SL_EXIT_USAGE;
+    }
+    fputs(sl_build_info(), stdout);
+    printf("runtime\n");
+    printf("  OpenMP threads: %d\n", omp_get_max_threads());
+    printf("  OpenBLAS: %s, %d threads\n", openblas_get_config(), openblas_get_num_threads());
+    printf("  CUDA devices: %d\n", sl_cuda_device_count());
+    printf("  log level: %s (set SL_LOG=debug|info|warn|error)\n",
+           (const char *[]){"debug", "info", "warn", "error", "off"}[sl_log_get_level()]);
+    return SL_EXIT_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Command table                                                            */
+/* ------------------------------------------------------------------------ */
+
+static const sl_command sl_commands[] = {
+    {"info", "show the build, its dependencies and the devices found", info_run, info_help},
+};
+static const size_t sl_ncommands = sizeof sl_commands / sizeof sl_commands[0];
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: sightline [--version] [--help] <command> [<args>]\n"
+            "\n"
+            "sightline %s: batch retrieval and indexing for vision-language search.\n"
+            "\n"
+            "commands:\n",
+            sl_version());
+    for (size_t i = 0; i < sl_ncommands; i++)
+        fprintf(out, "  %-12s %s\n", sl_commands[i].name, sl_commands[i].summary);
+    fputs("\n"
+          "'sightline <command> --help' describes a command.\n"
+          "Environment: SL_LOG=debug|info|warn|error|off sets the log level (default info).\n"
+          "Exit codes: 0 ok, 1 failed, 2 usage error, 3 done with some inputs skipped.\n",
+          out);
+}
+
+static const sl_command *find_command(const char *name) {
+    for (size_t i = 0; i < sl_ncommands; i++)
+        if (!strcmp(sl_commands[i].name, name)) return &sl_commands[i];
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return SL_EXIT_USAGE;
+    }
+    const char *a = argv[1];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        usage(stdout);
+        return SL_EXIT_OK;
+    }
+    if (!strcmp(a, "--version") || !strcmp(a, "-V")) {
+        printf("sightline %s\n", sl_version());
+        return SL_EXIT_OK;
+    }
+    if (!strcmp(a, "help")) {
+        if (argc < 3) {
+            usage(stdout);
+            return SL_EXIT_OK;
+        }
+        const sl_command *c = find_command(argv[2]);
+        if (!c) {
+            fprintf(stderr, "sightline: no command '%s' (see 'sightline --help')\n", argv[2]);
+            return SL_EXIT_USAGE;
+        }
+        c->help(stdout);
+        return SL_EXIT_OK;
+    }
+    const sl_command *c = find_command(a);
+    if (!c) {
+        fprintf(stderr, "sightline: no command '%s' (see 'sightline --help')\n", a);
+        return SL_EXIT_USAGE;
+    }
+    return c->run(argc - 1, argv + 1);
+}

@@ -1,0 +1,37 @@
+#!/bin/sh
+# scripts/deps.sh [build|test] - make sure the Debian packages sightline needs
+# are installed. As root, installs what is missing (apt-get); otherwise
+# prints the exact apt-get line and exits 1.
+#   build: compilers, CMake and the libraries libsightline links
+#   test:  build + what the tests use (Debian's python3 with numpy as the
+#          reference for format and parity tests)
+set -eu
+what=${1:-build}
+
+pkgs="build-essential cmake pkg-config git
+libfaiss-dev librocksdb-dev libcurl4-openssl-dev libturbojpeg0-dev libpng-dev libwebp-dev
+libopenblas-openmp-dev libjansson-dev libutf8proc-dev"
+case "$what" in
+    build) ;;
+    test) pkgs="$pkgs python3 python3-numpy" ;;
+    *) echo "usage: scripts/deps.sh [build|test]" >&2; exit 2 ;;
+esac
+
+missing=""
+for p in $pkgs; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "sightline needs these Debian packages; install them with:" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y$missing" >&2
+    exit 1
+fi
+echo "installing:$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >/dev/null
