@@ -1,0 +1,1 @@
+# encoder/image.cmake - sources and tests of the image part

@@ -1,0 +1,1 @@
+# encoder/model.cmake - sources and tests of the model part

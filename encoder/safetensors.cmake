@@ -1,0 +1,1 @@
+# encoder/safetensors.cmake - sources and tests of the safetensors part

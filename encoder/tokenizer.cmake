@@ -1,0 +1,1 @@
+# encoder/tokenizer.cmake - sources and tests of the tokenizer part

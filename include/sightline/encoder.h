@@ -1,0 +1,104 @@
+/*
+ * sightline/encoder.h - CLIP-family dual encoders: load a checkpoint, embed
+ * images and texts.
+ *
+ * Checkpoints: a Hugging Face CLIP directory (config.json + model.safetensors
+ * + vocab.json + merges.txt), or an OpenCLIP/OpenAI single safetensors file
+ * (architecture inferred from shapes; tokenizer files looked up beside it).
+ * F32 weights are used in place from the mapped file; F16/BF16 are converted
+ * to F32 once at load.
+ *
+ * Image tower: patch conv (stride = patch), class token, learned positions,
+ * pre-LN, N pre-norm blocks (MHA + MLP), LN on the class token, projection
+ * without bias. Text tower: token + position embeddings, N pre-norm causal
+ * blocks, final LN, pooling at the end-of-text position, projection.
+ */
+#ifndef SIGHTLINE_ENCODER_H
+#define SIGHTLINE_ENCODER_H
+
+#include "sightline/common.h"
+#include "sightline/tokenizer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum sl_activation {
+    SL_ACT_QUICK_GELU, /* x * sigmoid(1.702 x) (OpenAI CLIP) */
+    SL_ACT_GELU,       /* exact erf GELU */
+    SL_ACT_GELU_TANH   /* tanh approximation ("gelu_new", "gelu_pytorch_tanh") */
+} sl_activation;
+
+/* One transformer tower. */
+typedef struct sl_tower_config {
+    int width;         /* hidden size */
+    int layers;        /* number of blocks */
+    int heads;         /* attention heads (width % heads == 0) */
+    int mlp_width;     /* MLP hidden size */
+    sl_activation act; /* MLP activation */
+    float ln_eps;      /* LayerNorm epsilon */
+} sl_tower_config;
+
+typedef struct sl_clip_config {
+    sl_tower_config vision;
+    sl_tower_config text;
+    int image_size;     /* input side in pixels */
+    int patch_size;     /* patch side; image_size % patch_size == 0 */
+    int context_length; /* text positions */
+    int vocab_size;     /* text vocabulary */
+    int embed_dim;      /* joint embedding size (projection output) */
+    int eos_token_id;   /* end-of-text id */
+    int pool_argmax;    /* 1: pool at argmax(ids); 0: at the first eos_token_id */
+    float logit_scale;  /* log of the contrastive temperature scale */
+    float image_mean[3], image_std[3]; /* preprocessing */
+} sl_clip_config;
+
+/* Patches per image: (image_size / patch_size)^2. */
+int sl_clip_num_patches(const sl_clip_config *cfg);
+
+typedef struct sl_encoder sl_encoder;
+
+typedef struct sl_encoder_opts {
+    int threads; /* OpenMP/BLAS threads (0 = leave as is) */
+} sl_encoder_opts;
+
+/* Open a model: a directory (Hugging Face layout) or a .safetensors file
+ * (either layout; config.json beside it is used when present). Errors name
+ * the file and the tensor (missing, wrong shape, unsupported dtype). */
+sl_status sl_encoder_open(const char *path, const sl_encoder_opts *opts, sl_encoder **out);
+void sl_encoder_free(sl_encoder *enc);
+
+const sl_clip_config *sl_encoder_config(const sl_encoder *enc);
+
+/* The tokenizer found with the model, or NULL when there is none (texts
+ * must then be given as token ids). */
+const sl_tokenizer *sl_encoder_tokenizer(const sl_encoder *enc);
+
+/* Embed n preprocessed images pixels [n, 3, S, S] (float32, normalised).
+ * out [n, embed_dim]: projected class tokens, L2-normalised when
+ * `normalize`. patches [n, P, embed_dim] (may be NULL): every patch token
+ * after the final LN and the projection (not normalised), the per-patch
+ * embeddings used for phrase-to-region. Thread-safe for distinct calls only
+ * if the caller serialises them (the encoder reuses one workspace). */
+sl_status sl_encoder_encode_images(sl_encoder *enc, const float *pixels, size_t n, float *out,
+                                   float *patches, int normalize);
+
+/* Embed n token sequences tokens [n, context_length] (int32).
+ * out [n, embed_dim], pooled at the end-of-text position. tokens_out
+ * [n, context_length, embed_dim] (may be NULL): every position after the
+ * final LN and the projection (not normalised), for token-level matching. */
+sl_status sl_encoder_encode_tokens(sl_encoder *enc, const int32_t *tokens, size_t n, float *out,
+                                   float *tokens_out, int normalize);
+
+/* Tokenize with the model's tokenizer and embed. */
+sl_status sl_encoder_encode_texts(sl_encoder *enc, const char *const *texts, size_t n, float *out,
+                                  int normalize);
+
+/* Peak bytes of activation workspace allocated so far (for reports). */
+size_t sl_encoder_workspace_bytes(const sl_encoder *enc);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SIGHTLINE_ENCODER_H */

@@ -1,0 +1,1 @@
+# kernels/cpu/ops.cmake - CPU transformer ops
