@@ -9,10 +9,11 @@
 #include <stdio.h>
 
 enum {
-    SL_EXIT_OK = 0,     /* everything done */
-    SL_EXIT_FAILED = 1, /* stopped by an error */
-    SL_EXIT_USAGE = 2,  /* bad command line */
-    SL_EXIT_PARTIAL = 3 /* done, some inputs skipped (listed in the summary) */
+    SL_EXIT_OK = 0,      /* everything done */
+    SL_EXIT_FAILED = 1,  /* stopped by an error */
+    SL_EXIT_USAGE = 2,   /* bad command line */
+    SL_EXIT_PARTIAL = 3, /* done, some inputs skipped (listed in the summary) */
+    SL_EXIT_BUSY = 75    /* another process holds the index (EX_TEMPFAIL) */
 };
 
 typedef struct sl_command {
@@ -21,5 +22,13 @@ typedef struct sl_command {
     int (*run)(int argc, char **argv); /* argv[0] is the command name */
     void (*help)(FILE *out);           /* full usage text */
 } sl_command;
+
+/* Subcommands defined in the modules (libsightline). */
+int sl_cmd_tokenizer(int argc, char **argv); /* encoder/tokenizer_cmd.c */
+void sl_cmd_tokenizer_help(FILE *out);
+int sl_cmd_encode(int argc, char **argv); /* encoder/encode_cmd.c */
+void sl_cmd_encode_help(FILE *out);
+int sl_cmd_index(int argc, char **argv); /* indexer/index_cmd.c */
+void sl_cmd_index_help(FILE *out);
 
 #endif

@@ -52,6 +52,10 @@ static int info_run(int argc, char **argv) {
 /* ------------------------------------------------------------------------ */
 
 static const sl_command sl_commands[] = {
+    {"encode", "embed images or texts into .npy arrays", sl_cmd_encode, sl_cmd_encode_help},
+    {"index", "build and update an image index (FAISS + RocksDB)", sl_cmd_index, sl_cmd_index_help},
+    {"tokenizer", "train a BPE vocabulary, tokenize texts", sl_cmd_tokenizer,
+     sl_cmd_tokenizer_help},
     {"info", "show the build, its dependencies and the devices found", info_run, info_help},
 };
 static const size_t sl_ncommands = sizeof sl_commands / sizeof sl_commands[0];
@@ -69,7 +73,8 @@ static void usage(FILE *out) {
     fputs("\n"
           "'sightline <command> --help' describes a command.\n"
           "Environment: SL_LOG=debug|info|warn|error|off sets the log level (default info).\n"
-          "Exit codes: 0 ok, 1 failed, 2 usage error, 3 done with some inputs skipped.\n",
+          "Exit codes: 0 ok, 1 failed, 2 usage error, 3 done with some inputs skipped,\n"
+          "75 the index is in use by another run.\n",
           out);
 }
 

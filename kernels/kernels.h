@@ -18,6 +18,11 @@ extern "C" {
  * below 1e-12 are left as they are. */
 void sl_cpu_l2_normalize_rows(float *x, size_t n, size_t d);
 
+/* Convert n IEEE half-precision values to float32 and back (round to
+ * nearest even, overflow to infinity). */
+void sl_f16_to_f32(const uint16_t *src, float *dst, size_t n);
+void sl_f32_to_f16(const float *src, uint16_t *dst, size_t n);
+
 /* ---- CUDA (kernels/cuda/) ------------------------------------------------ */
 
 /* Same as sl_cpu_l2_normalize_rows on device `dev`, for host data x [n, d]

@@ -4,16 +4,17 @@
 # prints the exact apt-get line and exits 1.
 #   build: compilers, CMake and the libraries libsightline links
 #   test:  build + what the tests use (Debian's python3 with numpy as the
-#          reference for format and parity tests)
+#          reference for format and parity tests: numpy, torch, PIL, regex,
+#          faiss)
 set -eu
 what=${1:-build}
 
 pkgs="build-essential cmake pkg-config git
 libfaiss-dev librocksdb-dev libcurl4-openssl-dev libturbojpeg0-dev libpng-dev libwebp-dev
-libopenblas-openmp-dev libjansson-dev libutf8proc-dev"
+libopenblas-openmp-dev libjansson-dev libutf8proc-dev libssl-dev"
 case "$what" in
     build) ;;
-    test) pkgs="$pkgs python3 python3-numpy" ;;
+    test) pkgs="$pkgs python3 python3-numpy python3-torch python3-pil python3-regex python3-faiss" ;;
     *) echo "usage: scripts/deps.sh [build|test]" >&2; exit 2 ;;
 esac
 

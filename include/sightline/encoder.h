@@ -42,14 +42,14 @@ typedef struct sl_tower_config {
 typedef struct sl_clip_config {
     sl_tower_config vision;
     sl_tower_config text;
-    int image_size;     /* input side in pixels */
-    int patch_size;     /* patch side; image_size % patch_size == 0 */
-    int context_length; /* text positions */
-    int vocab_size;     /* text vocabulary */
-    int embed_dim;      /* joint embedding size (projection output) */
-    int eos_token_id;   /* end-of-text id */
-    int pool_argmax;    /* 1: pool at argmax(ids); 0: at the first eos_token_id */
-    float logit_scale;  /* log of the contrastive temperature scale */
+    int image_size;                    /* input side in pixels */
+    int patch_size;                    /* patch side; image_size % patch_size == 0 */
+    int context_length;                /* text positions */
+    int vocab_size;                    /* text vocabulary */
+    int embed_dim;                     /* joint embedding size (projection output) */
+    int eos_token_id;                  /* end-of-text id */
+    int pool_argmax;                   /* 1: pool at argmax(ids); 0: at the first eos_token_id */
+    float logit_scale;                 /* log of the contrastive temperature scale */
     float image_mean[3], image_std[3]; /* preprocessing */
 } sl_clip_config;
 
@@ -59,7 +59,9 @@ int sl_clip_num_patches(const sl_clip_config *cfg);
 typedef struct sl_encoder sl_encoder;
 
 typedef struct sl_encoder_opts {
-    int threads; /* OpenMP/BLAS threads (0 = leave as is) */
+    int threads; /* OpenMP/BLAS threads (0 = leave as is); > 0 sets the
+                    process-wide omp_set_num_threads/openblas_set_num_threads
+                    at open */
 } sl_encoder_opts;
 
 /* Open a model: a directory (Hugging Face layout) or a .safetensors file
@@ -84,9 +86,14 @@ sl_status sl_encoder_encode_images(sl_encoder *enc, const float *pixels, size_t 
                                    float *patches, int normalize);
 
 /* Embed n token sequences tokens [n, context_length] (int32).
- * out [n, embed_dim], pooled at the end-of-text position. tokens_out
- * [n, context_length, embed_dim] (may be NULL): every position after the
- * final LN and the projection (not normalised), for token-level matching. */
+ * out [n, embed_dim], pooled at the end-of-text position (pool_argmax: the
+ * first largest id; else the first eos_token_id, or the last position when
+ * there is none). tokens_out [n, context_length, embed_dim] (may be NULL):
+ * every position after the final LN and the projection (not normalised),
+ * for token-level matching. An id outside [0, vocab_size) is SL_ERR_INVALID
+ * naming its row and position (nothing is computed). Without tokens_out
+ * only the positions up to each pooled one are computed (the causal mask
+ * makes the rest irrelevant to it). */
 sl_status sl_encoder_encode_tokens(sl_encoder *enc, const int32_t *tokens, size_t n, float *out,
                                    float *tokens_out, int normalize);
 

@@ -1,0 +1,1 @@
+target_sources(sightline PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/encode_cmd.c)

@@ -1,0 +1,237 @@
+/*
+ * encoder/encoder.c - the public encoder API (sightline/encoder.h): find
+ * the files of a model, read its config, bind its weights, and run the
+ * towers in chunks of inputs sized for the workspace.
+ */
+#include "encoder/clip_internal.h"
+#include "kernels/kernels.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* Token rows per forward chunk: large enough for full-speed sgemms, small
+ * enough to bound the workspace (about 4096 x (3W + M) floats). */
+#define CHUNK_ROWS 4096
+
+/* ------------------------------------------------------------------------ */
+/* Files                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static int is_file(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+static char *join(const char *dir, const char *name) {
+    size_t a = strlen(dir), b = strlen(name);
+    char *s = malloc(a + b + 2);
+    if (!s) return NULL;
+    memcpy(s, dir, a);
+    s[a] = '/';
+    memcpy(s + a + 1, name, b + 1);
+    return s;
+}
+
+static char *dir_of(const char *path) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) return strdup(".");
+    if (slash == path) return strdup("/");
+    return strndup(path, (size_t)(slash - path));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Open / free                                                              */
+/* ------------------------------------------------------------------------ */
+
+void sl_encoder_free(sl_encoder *enc) {
+    if (!enc) return;
+    clip_weights_free(&enc->w);
+    sl_safetensors_free(enc->st);
+    sl_tokenizer_free(enc->tok);
+    free(enc->ws.mem);
+    free(enc->path);
+    free(enc);
+}
+
+/* The config: HF config.json (HF layout), shapes (OpenCLIP layout), then a
+ * config.json / preprocessor_config.json beside the weights. */
+static sl_status read_config(sl_encoder *enc, const char *dir) {
+    sl_status st = SL_OK;
+    char *cfg_path = join(dir, "config.json");
+    char *pre_path = join(dir, "preprocessor_config.json");
+    if (!cfg_path || !pre_path) {
+        st = sl_set_error(SL_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    clip_config_defaults(&enc->cfg);
+    if (enc->layout == CLIP_LAYOUT_HF) {
+        if (is_file(cfg_path)) st = clip_config_read_hf(cfg_path, &enc->cfg);
+    } else {
+        st = clip_infer_openclip(enc->st, enc->path, &enc->cfg);
+        if (!st) st = clip_config_validate(&enc->cfg, enc->path);
+        if (!st && is_file(cfg_path)) st = clip_config_read_openclip_override(cfg_path, &enc->cfg);
+    }
+    if (!st && is_file(pre_path)) st = clip_config_read_preprocessor(pre_path, &enc->cfg);
+    if (!st)
+        st = clip_config_validate(&enc->cfg, enc->layout == CLIP_LAYOUT_HF ? cfg_path : enc->path);
+done:
+    free(cfg_path);
+    free(pre_path);
+    return st;
+}
+
+sl_status sl_encoder_open(const char *path, const sl_encoder_opts *opts, sl_encoder **out) {
+    if (!path || !out) return sl_set_error(SL_ERR_INVALID, "sl_encoder_open: NULL argument");
+    *out = NULL;
+    struct stat sb;
+    if (stat(path, &sb) != 0) return sl_set_error(SL_ERR_NOT_FOUND, "%s: no such model", path);
+    sl_encoder *enc = calloc(1, sizeof *enc);
+    char *dir = NULL;
+    if (!enc) return sl_set_error(SL_ERR_NOMEM, "out of memory");
+    sl_status st = SL_OK;
+    if (S_ISDIR(sb.st_mode)) {
+        dir = strdup(path);
+        enc->path = join(path, "model.safetensors");
+        if (enc->path && !is_file(enc->path)) {
+            char *alt = join(path, "open_clip_model.safetensors");
+            if (alt && is_file(alt)) {
+                free(enc->path);
+                enc->path = alt;
+            } else {
+                free(alt);
+                st = sl_set_error(SL_ERR_NOT_FOUND, "%s: missing model.safetensors", path);
+                goto fail;
+            }
+        }
+    } else {
+        enc->path = strdup(path);
+        dir = dir_of(path);
+    }
+    if (!dir || !enc->path) {
+        st = sl_set_error(SL_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    if ((st = sl_safetensors_open(enc->path, &enc->st))) goto fail;
+    if ((st = clip_detect_layout(enc->st, enc->path, &enc->layout))) goto fail;
+    if ((st = read_config(enc, dir))) goto fail;
+    if ((st = clip_weights_load(enc->st, enc->path, enc->layout, &enc->cfg, &enc->w))) goto fail;
+    /* Tokenizer: optional, but a broken one is an error. */
+    char *vocab = join(dir, "vocab.json"), *merges = join(dir, "merges.txt");
+    int has_tok = vocab && merges && is_file(vocab) && is_file(merges);
+    free(vocab);
+    free(merges);
+    if (has_tok && (st = sl_tokenizer_open_dir(dir, &enc->tok))) goto fail;
+    if (opts && opts->threads > 0) {
+        omp_set_num_threads(opts->threads);
+        openblas_set_num_threads(opts->threads);
+    }
+    free(dir);
+    *out = enc;
+    return SL_OK;
+fail:
+    free(dir);
+    sl_encoder_free(enc);
+    return st;
+}
+
+const sl_clip_config *sl_encoder_config(const sl_encoder *enc) {
+    return enc ? &enc->cfg : NULL;
+}
+
+const sl_tokenizer *sl_encoder_tokenizer(const sl_encoder *enc) {
+    return enc ? enc->tok : NULL;
+}
+
+size_t sl_encoder_workspace_bytes(const sl_encoder *enc) {
+    return enc ? enc->ws.peak : 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Encoding                                                                 */
+/* ------------------------------------------------------------------------ */
+
+sl_status sl_encoder_encode_images(sl_encoder *enc, const float *pixels, size_t n, float *out,
+                                   float *patches, int normalize) {
+    if (!enc || (n && (!pixels || !out)))
+        return sl_set_error(SL_ERR_INVALID, "sl_encoder_encode_images: NULL argument");
+    const sl_clip_config *c = &enc->cfg;
+    const size_t S = (size_t)c->image_size, D = (size_t)c->embed_dim;
+    const size_t P = (size_t)sl_clip_num_patches(c), T = P + 1;
+    size_t chunk = CHUNK_ROWS / T;
+    if (chunk < 1) chunk = 1;
+    for (size_t i = 0; i < n; i += chunk) {
+        size_t m = n - i < chunk ? n - i : chunk;
+        sl_status st = clip_forward_images(enc, pixels + i * 3 * S * S, (int)m, out + i * D,
+                                           patches ? patches + i * P * D : NULL);
+        if (st) return st;
+    }
+    if (normalize) sl_cpu_l2_normalize_rows(out, n, D);
+    return SL_OK;
+}
+
+sl_status sl_encoder_encode_tokens(sl_encoder *enc, const int32_t *tokens, size_t n, float *out,
+                                   float *tokens_out, int normalize) {
+    if (!enc || (n && (!tokens || !out)))
+        return sl_set_error(SL_ERR_INVALID, "sl_encoder_encode_tokens: NULL argument");
+    const sl_clip_config *c = &enc->cfg;
+    const size_t ctx = (size_t)c->context_length, D = (size_t)c->embed_dim;
+    for (size_t i = 0; i < n; i++)
+        for (size_t t = 0; t < ctx; t++) {
+            int32_t id = tokens[i * ctx + t];
+            if (id < 0 || id >= c->vocab_size)
+                return sl_set_error(SL_ERR_INVALID,
+                                    "token id %d at row %zu, position %zu is outside the "
+                                    "vocabulary [0, %d)",
+                                    (int)id, i, t, c->vocab_size);
+        }
+    /* Chunks of about CHUNK_ROWS rows (each sequence counts up to its pooled
+     * position, or whole with tokens_out). */
+    size_t i = 0;
+    while (i < n) {
+        size_t m = 0, rows = 0;
+        while (i + m < n) {
+            size_t L = tokens_out ? ctx : (size_t)clip_pool_position(c, tokens + (i + m) * ctx) + 1;
+            if (m > 0 && rows + L > CHUNK_ROWS) break;
+            rows += L;
+            m++;
+        }
+        sl_status st = clip_forward_texts(enc, tokens + i * ctx, (int)m, out + i * D,
+                                          tokens_out ? tokens_out + i * ctx * D : NULL);
+        if (st) return st;
+        i += m;
+    }
+    if (normalize) sl_cpu_l2_normalize_rows(out, n, D);
+    return SL_OK;
+}
+
+sl_status sl_encoder_encode_texts(sl_encoder *enc, const char *const *texts, size_t n, float *out,
+                                  int normalize) {
+    if (!enc || (n && (!texts || !out)))
+        return sl_set_error(SL_ERR_INVALID, "sl_encoder_encode_texts: NULL argument");
+    if (!enc->tok)
+        return sl_set_error(SL_ERR_INVALID,
+                            "%s: the model has no tokenizer (vocab.json and merges.txt); give "
+                            "token ids instead",
+                            enc->path);
+    const size_t ctx = (size_t)enc->cfg.context_length;
+    size_t count;
+    if (sl_mul_size(n ? n : 1, ctx * sizeof(int32_t), &count))
+        return sl_set_error(SL_ERR_LIMIT, "too many texts (%zu)", n);
+    int32_t *ids = malloc(count);
+    if (!ids) return sl_set_error(SL_ERR_NOMEM, "out of memory tokenizing %zu texts", n);
+    sl_status st = SL_OK;
+    for (size_t i = 0; i < n && !st; i++) {
+        if (!texts[i]) {
+            st = sl_set_error(SL_ERR_INVALID, "text %zu is NULL", i);
+            break;
+        }
+        st = sl_tokenizer_encode(enc->tok, texts[i], (int)ctx, 0, ids + i * ctx, NULL);
+        if (st) sl_wrap_error(st, "text %zu: ", i);
+    }
+    if (!st) st = sl_encoder_encode_tokens(enc, ids, n, out, NULL, normalize);
+    free(ids);
+    return st;
+}
