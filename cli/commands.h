@@ -31,4 +31,11 @@ void sl_cmd_encode_help(FILE *out);
 int sl_cmd_index(int argc, char **argv); /* indexer/index_cmd.c */
 void sl_cmd_index_help(FILE *out);
 
+int sl_cmd_eval(int argc, char **argv); /* query/eval_cmd.c */
+void sl_cmd_eval_help(FILE *out);
+int sl_cmd_eval_retrieval(int argc, char **argv); /* query/eval_retrieval.c */
+int sl_cmd_eval_grounding(int argc, char **argv); /* query/eval_grounding.c */
+int sl_cmd_query(int argc, char **argv);          /* query/query_cmd.c */
+void sl_cmd_query_help(FILE *out);
+
 #endif

@@ -130,6 +130,47 @@ static int round_half_even_div2(int d) {
     return q;
 }
 
+/* The resized size (rw x rh) and the crop corner of an image W x H
+ * (torchvision Resize(size) + CenterCrop for crop, else a squash). */
+static sl_status resize_geometry(int W, int H, const sl_preprocess *pp, int *rw, int *rh, int *left,
+                                 int *top) {
+    const int S = pp->size;
+    *rw = S, *rh = S, *left = 0, *top = 0;
+    if (pp->crop) {
+        int shortside = W < H ? W : H, longside = W < H ? H : W;
+        double rl = (double)S * (double)longside / (double)shortside;
+        if (rl > RS_MAX_RESIZED)
+            return sl_set_error(SL_ERR_LIMIT, "image preprocess: %dx%d is too elongated", W, H);
+        int rlong = (int)rl;
+        if (W <= H)
+            *rh = rlong;
+        else
+            *rw = rlong;
+        /* torchvision CenterCrop: int(round((h - size) / 2.0)) */
+        *left = round_half_even_div2(*rw - S);
+        *top = round_half_even_div2(*rh - S);
+    }
+    return SL_OK;
+}
+
+/* Fill `map` for a picture shown ow x oh that was resized from W x H. */
+static void fill_crop_map(int ow, int oh, int rw, int rh, int left, int top, sl_crop_map *map) {
+    double sx = (double)ow / rw, sy = (double)oh / rh;
+    map->scale_x = (float)sx;
+    map->scale_y = (float)sy;
+    map->offset_x = (float)(left * sx);
+    map->offset_y = (float)(top * sy);
+}
+
+sl_status sl_image_crop_map(int width, int height, const sl_preprocess *pp, sl_crop_map *map) {
+    if (width <= 0 || height <= 0 || !pp || pp->size <= 0)
+        return sl_set_error(SL_ERR_INVALID, "crop map: bad size %dx%d", width, height);
+    int rw, rh, left, top;
+    sl_status st = resize_geometry(width, height, pp, &rw, &rh, &left, &top);
+    if (st == SL_OK) fill_crop_map(width, height, rw, rh, left, top, map);
+    return st;
+}
+
 sl_status sl_image_preprocess(const sl_image *img, const sl_preprocess *pp, float *out,
                               sl_crop_map *map) {
     if (!img || !pp || !out || !img->rgb || img->width <= 0 || img->height <= 0)
@@ -144,21 +185,9 @@ sl_status sl_image_preprocess(const sl_image *img, const sl_preprocess *pp, floa
     const int W = img->width, H = img->height;
 
     /* resized size (torchvision Resize(size) for crop, else squash) */
-    int rw = S, rh = S, left = 0, top = 0;
-    if (pp->crop) {
-        int shortside = W < H ? W : H, longside = W < H ? H : W;
-        double rl = (double)S * (double)longside / (double)shortside;
-        if (rl > RS_MAX_RESIZED)
-            return sl_set_error(SL_ERR_LIMIT, "image preprocess: %dx%d is too elongated", W, H);
-        int rlong = (int)rl;
-        if (W <= H)
-            rh = rlong;
-        else
-            rw = rlong;
-        /* torchvision CenterCrop: int(round((h - size) / 2.0)) */
-        left = round_half_even_div2(rw - S);
-        top = round_half_even_div2(rh - S);
-    }
+    int rw, rh, left, top;
+    sl_status gst = resize_geometry(W, H, pp, &rw, &rh, &left, &top);
+    if (gst) return gst;
 
     const int need_h = rw != W, need_v = rh != H;
     rs_axis hx = {0}, vy = {0};
@@ -259,15 +288,9 @@ sl_status sl_image_preprocess(const sl_image *img, const sl_preprocess *pp, floa
         }
     }
 
-    if (map) {
-        int ow = img->orig_width > 0 ? img->orig_width : W;
-        int oh = img->orig_height > 0 ? img->orig_height : H;
-        double sx = (double)ow / rw, sy = (double)oh / rh;
-        map->scale_x = (float)sx;
-        map->scale_y = (float)sy;
-        map->offset_x = (float)(left * sx);
-        map->offset_y = (float)(top * sy);
-    }
+    if (map)
+        fill_crop_map(img->orig_width > 0 ? img->orig_width : W,
+                      img->orig_height > 0 ? img->orig_height : H, rw, rh, left, top, map);
 done:
     free(hx.bounds);
     free(vy.bounds);

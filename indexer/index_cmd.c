@@ -4,10 +4,13 @@
  */
 #include "cli/commands.h"
 #include "sightline/indexer.h"
+#include "sightline/npy.h"
 #include "sightline/store.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,13 +24,20 @@ void sl_cmd_index_help(FILE *out) {
         "  build    --model PATH --index DIR --images SRC... [--type T] [--region]\n"
         "           create the index (or finish an interrupted build) from SRC: folders\n"
         "           (walked recursively), image files, or text files listing image paths\n"
-        "  update   --index DIR [--images SRC...] [--model PATH]\n"
+        "           --urls LIST.tsv (repeatable) adds a URL list: one url[<TAB>caption] per\n"
+        "           line ('#' comments); images are downloaded into DIR/downloads (content-\n"
+        "           addressed; a URL fetched once is never downloaded again) and recorded\n"
+        "           under their URL\n"
+        "  update   --index DIR [--images SRC...] [--urls LIST.tsv...] [--model PATH]\n"
         "           re-walk the recorded sources (plus any given): encode new and changed\n"
         "           files, reuse vectors of known content, remove files that are gone\n"
         "  remove   --index DIR PATH...     forget these files\n"
         "  stats    --index DIR [--json]    counts, type, sources, files that failed\n"
         "  verify   --index DIR             exit 0 only when FAISS and RocksDB agree exactly\n"
         "  compact  --index DIR [--type T]  rebuild the FAISS indices, compact the metadata\n"
+        "  export   --index DIR --out OUT.npy\n"
+        "           write the image embeddings [N, D] (float32) and OUT.npy.paths.txt (one\n"
+        "           path per row; \\n, \\t and \\\\ escaped) for other tools\n"
         "  texts    --model PATH --index DIR --texts FILE\n"
         "           replace the text side (one text per line, or a Karpathy JSON's captions)\n"
         "\n"
@@ -49,6 +59,16 @@ void sl_cmd_index_help(FILE *out) {
         "  --batch N            images per forward pass (default 32)\n"
         "  --max-pixels N       refuse images declaring more pixels (default 100000000)\n"
         "  --quiet              print only errors and the one-line summary\n"
+        "URL lists (--urls):\n"
+        "  --parallel N         concurrent downloads (default 8)\n"
+        "  --timeout S          seconds for one download attempt (default 60)\n"
+        "  --connect-timeout S  seconds to connect (default 10)\n"
+        "  --retries N          retries of a 5xx, 429, timeout or connection error, with\n"
+        "                       exponential backoff (default 3; 4xx are not retried)\n"
+        "  --max-download N     largest image accepted (e.g. 20M; default 50M)\n"
+        "  --max-redirects N    redirects followed (default 5; http and https only)\n"
+        "  --retry-failed       also retry URLs that failed for good before (4xx, not an\n"
+        "                       image, too large); failures that may pass are retried anyway\n"
         "\n"
         "exit codes: 0 done; 1 failed; 2 usage error; 3 done, but some files failed or\n"
         "removals were held back (the summary says which and why); 75 another run holds\n"
@@ -59,7 +79,7 @@ void sl_cmd_index_help(FILE *out) {
 /* Options shared by every action. */
 typedef struct index_args {
     const char *action;
-    const char *index, *model, *type, *texts;
+    const char *index, *model, *type, *texts, *out;
     const char **sources;
     size_t nsources;
     const char **include, **exclude;
@@ -68,7 +88,10 @@ typedef struct index_args {
     int threads, batch;
     uint64_t memory_budget, max_pixels;
     double max_delete;
-    char **rest; /* positional arguments after the options */
+    const char **urls; /* --urls FILE.tsv (repeatable) */
+    size_t nurls;
+    sl_fetch_opts fetch; /* --parallel, --timeout, ... for URL lists */
+    char **rest;         /* positional arguments after the options */
     int nrest;
 } index_args;
 
@@ -143,6 +166,15 @@ static int parse_args(int argc, char **argv, index_args *a) {
         O_QUIET,
         O_JSON,
         O_TEXTS,
+        O_OUT,
+        O_URLS,
+        O_PARALLEL,
+        O_TIMEOUT,
+        O_CONNECT_TIMEOUT,
+        O_RETRIES,
+        O_MAX_DOWNLOAD,
+        O_MAX_REDIRECTS,
+        O_RETRY_FAILED,
         O_HELP
     };
     static const struct option lo[] = {{"index", required_argument, 0, O_INDEX},
@@ -163,6 +195,15 @@ static int parse_args(int argc, char **argv, index_args *a) {
                                        {"quiet", no_argument, 0, O_QUIET},
                                        {"json", no_argument, 0, O_JSON},
                                        {"texts", required_argument, 0, O_TEXTS},
+                                       {"out", required_argument, 0, O_OUT},
+                                       {"urls", required_argument, 0, O_URLS},
+                                       {"parallel", required_argument, 0, O_PARALLEL},
+                                       {"timeout", required_argument, 0, O_TIMEOUT},
+                                       {"connect-timeout", required_argument, 0, O_CONNECT_TIMEOUT},
+                                       {"retries", required_argument, 0, O_RETRIES},
+                                       {"max-download", required_argument, 0, O_MAX_DOWNLOAD},
+                                       {"max-redirects", required_argument, 0, O_MAX_REDIRECTS},
+                                       {"retry-failed", no_argument, 0, O_RETRY_FAILED},
                                        {"help", no_argument, 0, O_HELP},
                                        {0, 0, 0, 0}};
     optind = 1;
@@ -236,6 +277,37 @@ static int parse_args(int argc, char **argv, index_args *a) {
             case O_TEXTS:
                 a->texts = optarg;
                 break;
+            case O_OUT:
+                a->out = optarg;
+                break;
+            case O_URLS:
+                if (push_arg(&a->urls, &a->nurls, optarg)) return -1;
+                break;
+            case O_PARALLEL:
+                if (parse_int(optarg, 1, 256, &a->fetch.parallel)) goto bad;
+                break;
+            case O_TIMEOUT:
+            case O_CONNECT_TIMEOUT: {
+                char *end;
+                double v = strtod(optarg, &end);
+                if (end == optarg || *end || !(v > 0 && v <= 86400)) goto bad;
+                *(c == O_TIMEOUT ? &a->fetch.timeout : &a->fetch.connect_timeout) = v;
+                break;
+            }
+            case O_RETRIES:
+                if (parse_int(optarg, 0, 100, &a->fetch.retries)) goto bad;
+                if (a->fetch.retries == 0) a->fetch.retries = -1; /* none */
+                break;
+            case O_MAX_DOWNLOAD:
+                if (parse_bytes(optarg, &a->fetch.max_bytes) || !a->fetch.max_bytes) goto bad;
+                break;
+            case O_MAX_REDIRECTS:
+                if (parse_int(optarg, 0, 100, &a->fetch.max_redirects)) goto bad;
+                if (a->fetch.max_redirects == 0) a->fetch.max_redirects = -1; /* none */
+                break;
+            case O_RETRY_FAILED:
+                a->fetch.retry_failed = 1;
+                break;
             case 'h':
             case O_HELP:
                 return 1;
@@ -266,9 +338,9 @@ static int status_exit(sl_status st, const char *what) {
     return fail(what);
 }
 
-static int do_update(index_args *a, int build) {
+static int run_update(index_args *a, int build) {
     if (build && (!a->model || !a->nsources)) {
-        fprintf(stderr, "sightline index build: needs --model, --index and --images\n");
+        fprintf(stderr, "sightline index build: needs --model, --index and --images or --urls\n");
         return SL_EXIT_USAGE;
     }
     sl_index_opts o = {.index_dir = a->index,
@@ -285,7 +357,8 @@ static int do_update(index_args *a, int build) {
                        .force = a->force,
                        .wait_lock = a->wait,
                        .quiet = a->quiet,
-                       .max_pixels = a->max_pixels};
+                       .max_pixels = a->max_pixels,
+                       .fetch = a->fetch};
     o.walk.include_hidden = a->hidden;
     o.walk.include = a->include;
     o.walk.n_include = a->ninclude;
@@ -315,6 +388,29 @@ static int do_update(index_args *a, int build) {
     printf("\n");
     int rc = (s.failed || s.deletions_held) ? SL_EXIT_PARTIAL : SL_EXIT_OK;
     sl_index_summary_free(&s);
+    return rc;
+}
+
+/* build/update: each --urls FILE becomes the source "urls:" + its absolute
+ * path (see sightline/fetch.h), next to the --images sources. */
+static int do_update(index_args *a, int build) {
+    char **owned = calloc(a->nurls + 1, sizeof *owned);
+    int rc = owned ? SL_EXIT_OK : SL_EXIT_FAILED;
+    for (size_t i = 0; i < a->nurls && rc == SL_EXIT_OK; i++) {
+        char real[PATH_MAX];
+        size_t n = strlen(SL_FETCH_SOURCE_PFX) + PATH_MAX + 1;
+        if (!realpath(a->urls[i], real)) {
+            fprintf(stderr, "sightline index: --urls %s: %s\n", a->urls[i], strerror(errno));
+            rc = SL_EXIT_FAILED;
+        } else if (!(owned[i] = malloc(n)) || push_arg(&a->sources, &a->nsources, owned[i])) {
+            rc = SL_EXIT_FAILED;
+        } else {
+            snprintf(owned[i], n, "%s%s", SL_FETCH_SOURCE_PFX, real);
+        }
+    }
+    if (rc == SL_EXIT_OK) rc = run_update(a, build);
+    for (size_t i = 0; owned && i < a->nurls; i++) free(owned[i]);
+    free(owned);
     return rc;
 }
 
@@ -420,6 +516,69 @@ static int do_verify(index_args *a) {
     return ok ? SL_EXIT_OK : SL_EXIT_FAILED;
 }
 
+typedef struct export_ctx {
+    sl_store *s;
+    sl_npy_writer *w;
+    FILE *paths;
+    float *vec;
+    sl_status st;
+} export_ctx;
+
+static int export_file(void *ctx, const char *path, size_t len, const sl_file_rec *rec) {
+    export_ctx *e = ctx;
+    if (rec->id == 0) return 0;
+    if ((e->st = sl_store_get_vector(e->s, SL_COLL_IMAGES, rec->id, e->vec))) return 1;
+    if ((e->st = sl_npy_writer_append(e->w, e->vec, 1))) return 1;
+    for (size_t i = 0; i < len; i++) {
+        char c = path[i];
+        if (c == '\n')
+            fputs("\\n", e->paths);
+        else if (c == '\t')
+            fputs("\\t", e->paths);
+        else if (c == '\\')
+            fputs("\\\\", e->paths);
+        else
+            fputc(c, e->paths);
+    }
+    fputc('\n', e->paths);
+    return 0;
+}
+
+static int do_export(index_args *a) {
+    if (!a->out) {
+        fprintf(stderr, "sightline index export: needs --out OUT.npy\n");
+        return SL_EXIT_USAGE;
+    }
+    sl_store *s;
+    sl_store_opts so = {.read_only = 1};
+    if (sl_store_open(a->index, &so, &s)) return fail("export");
+    size_t d = (size_t)sl_store_dim(s);
+    export_ctx e = {.s = s, .vec = malloc(d * sizeof(float))};
+    char pp[4096];
+    snprintf(pp, sizeof pp, "%s.paths.txt", a->out);
+    e.paths = fopen(pp, "w");
+    if (!e.vec || !e.paths) {
+        sl_set_error(SL_ERR_IO, "%s: cannot create", pp);
+        e.st = SL_ERR_IO;
+    } else if ((e.st = sl_npy_writer_open(a->out, SL_NPY_F32, 1, &d, &e.w)) == SL_OK) {
+        sl_status st = sl_store_foreach_file(s, export_file, &e);
+        if (e.st == SL_OK) e.st = st;
+        if (e.st == SL_OK) {
+            size_t rows = sl_npy_writer_rows(e.w);
+            e.st = sl_npy_writer_close(e.w);
+            if (e.st == SL_OK)
+                printf("%s: %zu embeddings of %zu dimensions, paths in %s\n", a->out, rows, d, pp);
+        } else {
+            sl_npy_writer_abort(e.w);
+        }
+    }
+    if (e.paths && fclose(e.paths) != 0 && e.st == SL_OK)
+        e.st = sl_set_error(SL_ERR_IO, "%s: write failed", pp);
+    free(e.vec);
+    sl_store_abandon(s);
+    return e.st ? fail("export") : SL_EXIT_OK;
+}
+
 static int do_compact(index_args *a) {
     sl_store *s;
     sl_store_opts so = {.wait_lock = a->wait};
@@ -472,6 +631,8 @@ int sl_cmd_index(int argc, char **argv) {
         rc = do_verify(&a);
     } else if (!strcmp(a.action, "compact")) {
         rc = do_compact(&a);
+    } else if (!strcmp(a.action, "export")) {
+        rc = do_export(&a);
     } else if (!strcmp(a.action, "texts")) {
         if (!a.model || !a.texts) {
             fprintf(stderr, "sightline index texts: needs --model, --index and --texts\n");
@@ -487,6 +648,7 @@ int sl_cmd_index(int argc, char **argv) {
         rc = SL_EXIT_USAGE;
     }
     free(a.sources);
+    free(a.urls);
     free(a.include);
     free(a.exclude);
     return rc;

@@ -104,6 +104,7 @@ typedef struct found_file {
     int64_t mtime_ns;
     uint64_t size;
     char *error; /* set when the walk could not read it (loop, broken link) */
+    char *data;  /* where the bytes are when not at `path` (a URL's cache file), or NULL */
 } found_file;
 
 typedef struct found_list {
@@ -145,6 +146,7 @@ static void found_free(found_list *l) {
     for (size_t i = 0; i < l->n; i++) {
         free(l->v[i].path);
         free(l->v[i].error);
+        free(l->v[i].data);
     }
     free(l->v);
     memset(l, 0, sizeof *l);
@@ -233,6 +235,33 @@ static sl_status walk_source(const char *src, const sl_walk_opts *wo, found_list
     return SL_OK;
 }
 
+/* One line of a URL list (fetch.c): keyed by the URL, bytes in the cache
+ * file, (mtime, size) of the cache entry for change detection. */
+static int on_url_entry(void *ctx, const sl_url_entry *e) {
+    found_list *l = ctx;
+    struct stat sb;
+    memset(&sb, 0, sizeof sb);
+    sb.st_mtim.tv_sec = (time_t)(e->mtime_ns / 1000000000);
+    sb.st_mtim.tv_nsec = (long)(e->mtime_ns % 1000000000);
+    sb.st_size = (off_t)e->size;
+    size_t n = l->n;
+    found_push(l, e->key, e->error ? NULL : &sb, e->error);
+    if (l->n > n && e->cache_path && !(l->v[n].data = strdup(e->cache_path))) l->alloc_failed = 1;
+    return l->alloc_failed;
+}
+
+/* Walk a URL-list source ("urls:" + TSV path): download into
+ * <index>/downloads what is not cached yet (fetch.c). */
+static sl_status walk_urls(const sl_index_opts *o, const char *src, found_list *list,
+                           char *root_bad, size_t cap) {
+    sl_fetch_opts fo = o->fetch;
+    fo.quiet |= o->quiet;
+    sl_status st = sl_url_source_fetch(o->index_dir, src, &fo, on_url_entry, list, root_bad, cap);
+    if (st == SL_OK && list->alloc_failed)
+        st = sl_set_error(SL_ERR_NOMEM, "out of memory reading %s", src);
+    return st;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Decode workers and the bounded queue                                     */
 /* ------------------------------------------------------------------------ */
@@ -287,7 +316,7 @@ static void process_file(pipeline *p, item *it) {
     }
     char *buf = NULL;
     size_t len = 0;
-    sl_status st = sl_read_file(f->path, MAX_IMAGE_FILE, &buf, &len);
+    sl_status st = sl_read_file(f->data ? f->data : f->path, MAX_IMAGE_FILE, &buf, &len);
     if (st) {
         item_fail(it, st, sl_last_error());
         return;
@@ -520,7 +549,9 @@ static sl_status load_sources(sl_store *s, const sl_index_opts *o, char ***srcs,
     return *srcs ? SL_OK : sl_set_error(SL_ERR_NOMEM, "out of memory");
 }
 
-static sl_status save_sources(sl_store *s, char **srcs, size_t n) {
+/* Record the sources, and the model's absolute path when one was given (an
+ * update without --model uses it; its fingerprint must still match). */
+static sl_status save_sources(sl_store *s, char **srcs, size_t n, const char *model) {
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++) json_array_append_new(arr, json_string(srcs[i]));
     char *text = json_dumps(arr, JSON_COMPACT);
@@ -529,6 +560,9 @@ static sl_status save_sources(sl_store *s, char **srcs, size_t n) {
     sl_store_batch *b;
     sl_status st = sl_store_batch_begin(s, &b);
     if (st == SL_OK) st = sl_store_batch_put_state(b, "sources", text);
+    char real[PATH_MAX];
+    if (st == SL_OK && model && realpath(model, real))
+        st = sl_store_batch_put_state(b, "model_path", real);
     if (st == SL_OK) st = sl_store_batch_commit(b);
     free(text);
     return st;
@@ -627,7 +661,10 @@ sl_status sl_index_update(const sl_index_opts *o, sl_index_summary *sum) {
     /* walk */
     for (size_t i = 0; i < nsrc && st == SL_OK; i++) {
         char bad[512] = "";
-        st = walk_source(srcs[i], &o->walk, &found, bad, sizeof bad);
+        if (sl_url_source_is(srcs[i]))
+            st = walk_urls(o, srcs[i], &found, bad, sizeof bad);
+        else
+            st = walk_source(srcs[i], &o->walk, &found, bad, sizeof bad);
         if (bad[0] && !root_bad[0]) snprintf(root_bad, sizeof root_bad, "%s", bad);
         if (bad[0]) SL_WARN("%s", bad);
     }
@@ -639,6 +676,7 @@ sl_status sl_index_update(const sl_index_opts *o, sl_index_summary *sum) {
         if (w > 0 && cmp_found(&found.v[w - 1], &found.v[i]) == 0) {
             free(found.v[i].path);
             free(found.v[i].error);
+            free(found.v[i].data);
             continue;
         }
         found.v[w++] = found.v[i];
@@ -666,7 +704,7 @@ sl_status sl_index_update(const sl_index_opts *o, sl_index_summary *sum) {
                             .wait_lock = o->wait_lock};
         if ((st = sl_store_open(o->index_dir, &so, &r.store))) goto done;
     }
-    if ((st = save_sources(r.store, srcs, nsrc))) goto done;
+    if ((st = save_sources(r.store, srcs, nsrc, o->model))) goto done;
     r.dim = (size_t)sl_store_dim(r.store);
     r.npatch = (size_t)sl_store_patches(r.store);
 
@@ -699,12 +737,31 @@ sl_status sl_index_update(const sl_index_opts *o, sl_index_summary *sum) {
     /* encode what changed */
     if (ntodo) {
         if (!r.enc) {
-            if (!o->model) {
+            /* no --model: the one recorded at the last build or update, if unchanged */
+            char *recorded = NULL;
+            if (!o->model && (st = sl_store_get_state(r.store, "model_path", &recorded))) goto done;
+            const char *mp = o->model ? o->model : recorded;
+            if (!mp) {
                 st = sl_set_error(SL_ERR_INVALID,
                                   "%zu new or changed images need encoding: give --model", ntodo);
                 goto done;
             }
-            if ((st = sl_encoder_open(o->model, &eo, &r.enc))) goto done;
+            if (!o->model) {
+                if ((st = sl_model_fingerprint(mp, fp)) == SL_OK &&
+                    strcmp(fp, sl_store_model(r.store)) != 0)
+                    st = sl_set_error(SL_ERR_INVALID,
+                                      "the model recorded with the index (%s) has changed since; "
+                                      "give --model with the model the index was built with",
+                                      mp);
+                if (st) {
+                    st = sl_wrap_error(st, "%zu new or changed images need encoding: ", ntodo);
+                    free(recorded);
+                    goto done;
+                }
+            }
+            st = sl_encoder_open(mp, &eo, &r.enc);
+            free(recorded);
+            if (st) goto done;
         }
         const sl_clip_config *cfg = sl_encoder_config(r.enc);
         if ((size_t)cfg->embed_dim != r.dim) {

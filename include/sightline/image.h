@@ -107,6 +107,11 @@ typedef struct sl_crop_map {
 sl_status sl_image_preprocess(const sl_image *img, const sl_preprocess *pp, float *out,
                               sl_crop_map *map);
 
+/* The crop map of a picture of width x height (as displayed, full size)
+ * under `pp`, without decoding it: for boxes on images known only by their
+ * size. Equals the map sl_image_preprocess gives for a full-size decode. */
+sl_status sl_image_crop_map(int width, int height, const sl_preprocess *pp, sl_crop_map *map);
+
 #ifdef __cplusplus
 }
 #endif

@@ -14,6 +14,7 @@
 #define SIGHTLINE_INDEXER_H
 
 #include "sightline/common.h"
+#include "sightline/fetch.h"
 #include "sightline/walk.h"
 
 #ifdef __cplusplus
@@ -45,6 +46,7 @@ typedef struct sl_index_opts {
     int quiet;              /* no progress line */
     uint64_t max_pixels;    /* decode cap (0 = 100 Mpx) */
     sl_walk_opts walk;      /* include/exclude/hidden for folders */
+    sl_fetch_opts fetch;    /* downloads for URL-list sources ("urls:" + TSV path) */
 } sl_index_opts;
 
 /* One input that was left out, with why. */

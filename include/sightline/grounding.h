@@ -1,0 +1,44 @@
+/*
+ * sightline/grounding.h - boxes, and phrase-to-region localisation from a
+ * phrase's similarity map over an image's patch tokens.
+ *
+ * Coordinates are pixels of the picture as displayed, 0-based, with x1/y1
+ * exclusive: a box covering the first pixel is [0, 0, 1, 1]. Readers of
+ * formats with other conventions (VOC's 1-based inclusive corners, COCO's
+ * [x, y, w, h]) convert on reading.
+ */
+#ifndef SIGHTLINE_GROUNDING_H
+#define SIGHTLINE_GROUNDING_H
+
+#include "sightline/common.h"
+#include "sightline/image.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sl_box {
+    float x0, y0, x1, y1;
+} sl_box;
+
+/* Intersection over union; 0 when either box is empty or they are apart. */
+double sl_box_iou(sl_box a, sl_box b);
+
+/* Smallest box holding both. */
+sl_box sl_box_union(sl_box a, sl_box b);
+
+/* Localise a phrase from its similarity map sim [gh * gw] (row-major patch
+ * grid of the model input, patch side `patch` pixels): take the peak cell,
+ * keep the cells whose similarity is at least min + rel * (max - min) of the
+ * map (rel in [0, 1]; 0.5 is a good default), take the 4-connected
+ * component of kept cells around the peak, and map its bounding box back to
+ * the picture through `map` (sl_image_preprocess / sl_image_crop_map),
+ * clipped to width x height. *score receives the peak similarity. */
+sl_status sl_ground_box(const float *sim, int gh, int gw, int patch, float rel,
+                        const sl_crop_map *map, int width, int height, sl_box *box, float *score);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SIGHTLINE_GROUNDING_H */

@@ -1,0 +1,90 @@
+/*
+ * query/ground.c - box arithmetic and phrase localisation from similarity
+ * maps over patch grids.
+ */
+#include "sightline/grounding.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+double sl_box_iou(sl_box a, sl_box b) {
+    double aw = (double)a.x1 - a.x0, ah = (double)a.y1 - a.y0;
+    double bw = (double)b.x1 - b.x0, bh = (double)b.y1 - b.y0;
+    if (!(aw > 0 && ah > 0 && bw > 0 && bh > 0)) return 0.0;
+    double iw = (a.x1 < b.x1 ? a.x1 : b.x1) - (double)(a.x0 > b.x0 ? a.x0 : b.x0);
+    double ih = (a.y1 < b.y1 ? a.y1 : b.y1) - (double)(a.y0 > b.y0 ? a.y0 : b.y0);
+    if (iw <= 0 || ih <= 0) return 0.0;
+    double inter = iw * ih;
+    return inter / (aw * ah + bw * bh - inter);
+}
+
+sl_box sl_box_union(sl_box a, sl_box b) {
+    sl_box u = {a.x0 < b.x0 ? a.x0 : b.x0, a.y0 < b.y0 ? a.y0 : b.y0, a.x1 > b.x1 ? a.x1 : b.x1,
+                a.y1 > b.y1 ? a.y1 : b.y1};
+    return u;
+}
+
+static float clampf(float v, float lo, float hi) {
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+sl_status sl_ground_box(const float *sim, int gh, int gw, int patch, float rel,
+                        const sl_crop_map *map, int width, int height, sl_box *box, float *score) {
+    if (gh <= 0 || gw <= 0 || gh > 4096 || gw > 4096 || patch <= 0 || !(rel >= 0 && rel <= 1) ||
+        width <= 0 || height <= 0)
+        return sl_set_error(SL_ERR_INVALID,
+                            "ground: bad grid %dx%d, patch %d, rel %g or size %dx%d", gh, gw, patch,
+                            (double)rel, width, height);
+    size_t n = (size_t)gh * (size_t)gw;
+    size_t peak = 0;
+    float lo = sim[0], hi = sim[0];
+    for (size_t i = 1; i < n; i++) {
+        if (sim[i] > hi) {
+            hi = sim[i];
+            peak = i;
+        }
+        if (sim[i] < lo) lo = sim[i];
+    }
+    float t = lo + rel * (hi - lo);
+    /* flood fill from the peak over cells >= t (4-connected) */
+    int *stack = malloc(n * sizeof *stack);
+    unsigned char *seen = calloc(n, 1);
+    if (!stack || !seen) {
+        free(stack);
+        free(seen);
+        return sl_set_error(SL_ERR_NOMEM, "ground: out of memory");
+    }
+    int r0 = gh, r1 = -1, c0 = gw, c1 = -1;
+    size_t top = 0;
+    stack[top++] = (int)peak;
+    seen[peak] = 1;
+    while (top) {
+        int cell = stack[--top];
+        int r = cell / gw, c = cell % gw;
+        if (r < r0) r0 = r;
+        if (r > r1) r1 = r;
+        if (c < c0) c0 = c;
+        if (c > c1) c1 = c;
+        const int dr[4] = {-1, 1, 0, 0}, dc[4] = {0, 0, -1, 1};
+        for (int k = 0; k < 4; k++) {
+            int rr = r + dr[k], cc = c + dc[k];
+            if (rr < 0 || rr >= gh || cc < 0 || cc >= gw) continue;
+            size_t j = (size_t)rr * (size_t)gw + (size_t)cc;
+            if (!seen[j] && sim[j] >= t) {
+                seen[j] = 1;
+                stack[top++] = (int)j;
+            }
+        }
+    }
+    free(stack);
+    free(seen);
+    /* model-input pixel edges -> picture pixels */
+    float u0 = (float)(c0 * patch), u1 = (float)((c1 + 1) * patch);
+    float v0 = (float)(r0 * patch), v1 = (float)((r1 + 1) * patch);
+    box->x0 = clampf(u0 * map->scale_x + map->offset_x, 0, (float)width);
+    box->x1 = clampf(u1 * map->scale_x + map->offset_x, 0, (float)width);
+    box->y0 = clampf(v0 * map->scale_y + map->offset_y, 0, (float)height);
+    box->y1 = clampf(v1 * map->scale_y + map->offset_y, 0, (float)height);
+    if (score) *score = hi;
+    return SL_OK;
+}
