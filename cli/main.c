@@ -54,6 +54,8 @@ static int info_run(int argc, char **argv) {
 static const sl_command sl_commands[] = {
     {"encode", "embed images or texts into .npy arrays", sl_cmd_encode, sl_cmd_encode_help},
     {"index", "build and update an image index (FAISS + RocksDB)", sl_cmd_index, sl_cmd_index_help},
+    {"query", "batch text, image and phrase lookups against an index", sl_cmd_query,
+     sl_cmd_query_help},
     {"tokenizer", "train a BPE vocabulary, tokenize texts", sl_cmd_tokenizer,
      sl_cmd_tokenizer_help},
     {"info", "show the build, its dependencies and the devices found", info_run, info_help},

@@ -2,13 +2,13 @@
  * encoder/encode_cmd.c - `sightline encode`: embed images or texts into .npy.
  */
 #include "cli/commands.h"
+#include "sightline/encode_files.h"
 #include "sightline/encoder.h"
 #include "sightline/image.h"
 #include "sightline/npy.h"
 #include "sightline/walk.h"
 
 #include <getopt.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -169,6 +169,9 @@ typedef struct enc_out {
 } enc_out;
 
 static void note_error(enc_out *o, const char *input, const char *reason) {
+    /* the reason may start with the input's name already: drop it */
+    size_t il = strlen(input);
+    if (!strncmp(reason, input, il) && reason[il] == ':' && reason[il + 1] == ' ') reason += il + 2;
     SL_WARN("%s: %s", input, reason);
     char line[2048];
     int n = snprintf(line, sizeof line, "%s\t%s", input, reason);
@@ -207,61 +210,37 @@ static sl_status encode_image_batch(sl_encoder *enc, float *pix, size_t n, float
     return SL_OK;
 }
 
+/* One batch from sl_encode_image_files: note failures, write the rows. */
+typedef struct images_ctx {
+    enc_out *o;
+    const str_list *paths;
+} images_ctx;
+
+static sl_status on_image_batch(void *ctx, size_t first, size_t n, const sl_status *status,
+                                const char *const *reason, const float *emb, const float *patches,
+                                size_t n_good) {
+    images_ctx *c = ctx;
+    for (size_t i = 0; i < n; i++) {
+        if (status[i] != SL_OK)
+            note_error(c->o, c->paths->items[first + i], reason[i]);
+        else if (c->o->paths)
+            fprintf(c->o->paths, "%s\n", c->paths->items[first + i]);
+    }
+    sl_status st = sl_npy_writer_append(c->o->emb, emb, n_good);
+    if (st == SL_OK && c->o->patches) st = sl_npy_writer_append(c->o->patches, patches, n_good);
+    return st;
+}
+
 static sl_status run_images(sl_encoder *enc, const str_list *paths, size_t batch, int normalize,
                             uint64_t max_pixels, enc_out *o) {
-    const sl_clip_config *cfg = sl_encoder_config(enc);
-    const size_t S = (size_t)cfg->image_size, D = (size_t)cfg->embed_dim;
-    const size_t P = (size_t)sl_clip_num_patches(cfg);
-    const size_t img_floats = 3 * S * S;
-    float *pix = malloc(batch * img_floats * sizeof(float));
-    float *emb = malloc(batch * D * sizeof(float));
-    float *patch = o->patches ? malloc(batch * P * D * sizeof(float)) : NULL;
-    sl_status *stv = malloc(batch * sizeof *stv);
-    char(*msg)[512] = malloc(batch * sizeof *msg);
-    sl_status st = SL_OK;
-    if (!pix || !emb || (o->patches && !patch) || !stv || !msg) {
-        st = sl_set_error(SL_ERR_NOMEM, "encode: cannot allocate a batch of %zu images", batch);
-        goto cleanup;
-    }
-    sl_preprocess pp = sl_preprocess_clip(cfg->image_size);
-    memcpy(pp.mean, cfg->image_mean, sizeof pp.mean);
-    memcpy(pp.std, cfg->image_std, sizeof pp.std);
-    sl_decode_opts dopt = {.max_pixels = max_pixels, .min_short_side = cfg->image_size};
-    for (size_t b0 = 0; b0 < paths->n && st == SL_OK; b0 += batch) {
-        size_t nb = paths->n - b0 < batch ? paths->n - b0 : batch;
-        /* decode and preprocess in parallel; failures are kept per image */
-#pragma omp parallel for schedule(dynamic, 1)
-        for (size_t i = 0; i < nb; i++) {
-            sl_image img;
-            stv[i] = sl_image_load(paths->items[b0 + i], &dopt, &img);
-            if (stv[i] == SL_OK) {
-                stv[i] = sl_image_preprocess(&img, &pp, pix + i * img_floats, NULL);
-                sl_image_free(&img);
-            }
-            if (stv[i] != SL_OK) snprintf(msg[i], sizeof msg[i], "%s", sl_last_error());
-        }
-        /* compact the good rows to the front, in order */
-        size_t good = 0;
-        for (size_t i = 0; i < nb; i++) {
-            if (stv[i] != SL_OK) {
-                note_error(o, paths->items[b0 + i], msg[i]);
-                continue;
-            }
-            if (good != i)
-                memmove(pix + good * img_floats, pix + i * img_floats, img_floats * sizeof(float));
-            if (o->paths) fprintf(o->paths, "%s\n", paths->items[b0 + i]);
-            good++;
-        }
-        if (good) st = encode_image_batch(enc, pix, good, emb, patch, normalize, o);
-        sl_progress_add(o->progress, nb);
-    }
-cleanup:
-    free(pix);
-    free(emb);
-    free(patch);
-    free(stv);
-    free(msg);
-    return st;
+    sl_image_files_opts fo = {.batch = batch,
+                              .max_pixels = max_pixels,
+                              .normalize = normalize,
+                              .patches = o->patches != NULL,
+                              .progress = o->progress};
+    images_ctx c = {o, paths};
+    return sl_encode_image_files(enc, (const char *const *)paths->items, paths->n, &fo,
+                                 on_image_batch, &c);
 }
 
 static sl_status run_pixels(sl_encoder *enc, const char *path, size_t batch, int normalize,

@@ -5,7 +5,8 @@
 #   build: compilers, CMake and the libraries libsightline links
 #   test:  build + what the tests use (Debian's python3 with numpy as the
 #          reference for format and parity tests: numpy, torch, PIL, regex,
-#          faiss)
+#          faiss; headless Chromium to render the `query --html` page, about
+#          2 s in tests/reference/html_check.py)
 set -eu
 what=${1:-build}
 
@@ -14,7 +15,7 @@ libfaiss-dev librocksdb-dev libcurl4-openssl-dev libturbojpeg0-dev libpng-dev li
 libopenblas-openmp-dev libjansson-dev libutf8proc-dev libssl-dev"
 case "$what" in
     build) ;;
-    test) pkgs="$pkgs python3 python3-numpy python3-torch python3-pil python3-regex python3-faiss" ;;
+    test) pkgs="$pkgs python3 python3-numpy python3-torch python3-pil python3-regex python3-faiss chromium" ;;
     *) echo "usage: scripts/deps.sh [build|test]" >&2; exit 2 ;;
 esac
 
