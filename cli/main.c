@@ -53,6 +53,8 @@ static int info_run(int argc, char **argv) {
 
 static const sl_command sl_commands[] = {
     {"encode", "embed images or texts into .npy arrays", sl_cmd_encode, sl_cmd_encode_help},
+    {"eval", "retrieval recall and phrase grounding accuracy on standard benchmarks", sl_cmd_eval,
+     sl_cmd_eval_help},
     {"index", "build and update an image index (FAISS + RocksDB)", sl_cmd_index, sl_cmd_index_help},
     {"query", "batch text, image and phrase lookups against an index", sl_cmd_query,
      sl_cmd_query_help},
