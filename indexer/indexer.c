@@ -292,6 +292,8 @@ typedef struct pipeline {
     size_t cap, head, count;
     int workers_left;
     int stop;
+    int gated;    /* workers start no file while the encoder runs (it has every core) */
+    int encoding; /* the encoder is running (its end is broadcast on not_full) */
     pthread_mutex_t mu;
     pthread_cond_t not_full, not_empty;
 } pipeline;
@@ -375,6 +377,7 @@ static void *worker_main(void *arg) {
     pipeline *p = arg;
     for (;;) {
         pthread_mutex_lock(&p->mu);
+        while (p->gated && p->encoding && !p->stop) pthread_cond_wait(&p->not_full, &p->mu);
         if (p->stop || p->next >= p->ntodo) {
             p->workers_left--;
             pthread_cond_broadcast(&p->not_empty);
@@ -414,6 +417,16 @@ static int pipeline_pop(pipeline *p, item *out) {
     return got;
 }
 
+/* The encoder starts (1) or ends (0) a forward pass; gated workers start
+ * no new file meanwhile. p may be NULL. */
+static void pipeline_encoding(pipeline *p, int on) {
+    if (!p || !p->gated) return;
+    pthread_mutex_lock(&p->mu);
+    p->encoding = on;
+    if (!on) pthread_cond_broadcast(&p->not_full);
+    pthread_mutex_unlock(&p->mu);
+}
+
 /* ------------------------------------------------------------------------ */
 /* The run                                                                  */
 /* ------------------------------------------------------------------------ */
@@ -426,6 +439,7 @@ typedef struct run {
     size_t dim, npatch; /* embedding size, patches per image (0: no regions) */
     size_t img_floats;  /* floats per preprocessed image */
     sl_progress *progress;
+    pipeline *pipe; /* decode workers to hold during forward passes (NULL: none) */
 } run;
 
 static void add_failure(sl_index_summary *s, const char *path, const char *reason) {
@@ -446,7 +460,9 @@ static sl_status flush(run *r, item *items, size_t n, float *pix, float *emb, fl
             memcpy(pix + ne++ * r->img_floats, items[i].pixels, r->img_floats * sizeof(float));
     if (ne) {
         double t0 = sl_now();
+        pipeline_encoding(r->pipe, 1);
         st = sl_encoder_encode_images(r->enc, pix, ne, emb, patch, 1);
+        pipeline_encoding(r->pipe, 0);
         r->sum->encode_seconds += sl_now() - t0;
         if (st) return st;
         if (patch) sl_cpu_l2_normalize_rows(patch, ne * r->npatch, r->dim);
@@ -784,8 +800,16 @@ sl_status sl_index_update(const sl_index_opts *o, sl_index_summary *sum) {
         p.dopt.min_short_side = cfg->image_size;
         p.cap = 2 * batch;
         p.q = calloc(p.cap, sizeof *p.q);
+        /* The encoder's OpenMP team takes `threads` cores (default all).
+         * Decoding runs on the cores it leaves; when it leaves none, on
+         * every core between forward passes (gated): a decode thread that
+         * preempts one member of the team stalls the whole team at its next
+         * barrier, costing about twice the decode time (bench/index.c). */
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-        int nworkers = ncpu > 2 ? (int)(ncpu / 2) : 1;
+        long enc_threads = o->threads > 0 ? o->threads : ncpu;
+        p.gated = ncpu - enc_threads < 1;
+        int nworkers = (int)(p.gated ? ncpu : ncpu - enc_threads);
+        if (nworkers < 1) nworkers = 1;
         if (nworkers > 16) nworkers = 16;
         pthread_t tids[16];
         float *pix = malloc(batch * img_floats * sizeof(float));
@@ -802,6 +826,7 @@ sl_status sl_index_update(const sl_index_opts *o, sl_index_summary *sum) {
             for (int t = 0; t < nworkers; t++)
                 if (pthread_create(&tids[t], NULL, worker_main, &p) == 0) p.workers_left++;
             int started = p.workers_left;
+            r.pipe = &p;
             r.progress = sl_progress_create("index", ntodo, o->quiet);
             size_t npend = 0, nenc = 0;
             item it;
@@ -833,6 +858,7 @@ sl_status sl_index_update(const sl_index_opts *o, sl_index_summary *sum) {
             for (int t = 0; t < started; t++) pthread_join(tids[t], NULL);
             sl_progress_finish(r.progress);
             r.progress = NULL;
+            r.pipe = NULL;
             pthread_mutex_destroy(&p.mu);
             pthread_cond_destroy(&p.not_full);
             pthread_cond_destroy(&p.not_empty);
