@@ -5,6 +5,7 @@
 #include "cli/commands.h"
 #include "sightline/indexer.h"
 #include "sightline/npy.h"
+#include "sightline/query.h"
 #include "sightline/store.h"
 
 #include <errno.h>
@@ -424,7 +425,9 @@ static int stats_file(void *ctx, const char *path, size_t len, const sl_file_rec
     if (rec->id) return 0;
     if (c->json) {
         json_t *o = json_object();
-        json_object_set_new(o, "path", json_stringn_nocheck(path, len));
+        char *clean = sl_utf8_clean(path, len); /* JSON must be UTF-8; names need not be */
+        json_object_set_new(o, "path", clean ? json_string(clean) : json_null());
+        free(clean);
         json_object_set_new(o, "error", json_string(rec->error));
         json_array_append_new(c->failed, o);
     } else {

@@ -729,6 +729,23 @@ sl_status sl_store_open(const char *dir, const sl_store_opts *opts, sl_store **o
         }
     }
     if ((st = open_db(s))) goto fail;
+    if (!have_manifest) {
+        /* the index state in RocksDB too: format, model fingerprint, dimensions */
+        rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+        char num[32];
+        snprintf(num, sizeof num, "%d", SL_STORE_FORMAT);
+        rocksdb_writebatch_put_cf(wb, s->cf[CF_STATE], "format_version", 14, num, strlen(num));
+        rocksdb_writebatch_put_cf(wb, s->cf[CF_STATE], "model", 5, s->model, strlen(s->model));
+        snprintf(num, sizeof num, "%d", s->dim);
+        rocksdb_writebatch_put_cf(wb, s->cf[CF_STATE], "dim", 3, num, strlen(num));
+        char *err = NULL;
+        rocksdb_write(s->db, s->wo, wb, &err);
+        rocksdb_writebatch_destroy(wb);
+        if (err) {
+            st = rocks_fail(err, "write", dir);
+            goto fail;
+        }
+    }
     if ((st = read_counter(s, "next_id", &s->next_id))) goto fail;
     if ((st = read_counter(s, "next_text_id", &s->next_text_id))) goto fail;
     if (s->next_id == 0) s->next_id = 1;

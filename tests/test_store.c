@@ -189,6 +189,12 @@ static void test_basic(const char *root) {
     CHECK_OK(sl_store_get_state(s, "sources", &v));
     CHECK(v && !strcmp(v, "/photos"));
     free(v);
+    CHECK_OK(sl_store_get_state(s, "model", &v));
+    CHECK(v && !strcmp(v, "test-model"));
+    free(v);
+    CHECK_OK(sl_store_get_state(s, "format_version", &v));
+    CHECK(v && atoi(v) == SL_STORE_FORMAT);
+    free(v);
     CHECK(sl_store_count(s, SL_COLL_IMAGES) == 40 && finds_self(s, 7, 1000) &&
           finds_self(s, 30, 0));
     /* new ids continue after the old ones */
