@@ -37,5 +37,7 @@ int sl_cmd_eval_retrieval(int argc, char **argv); /* query/eval_retrieval.c */
 int sl_cmd_eval_grounding(int argc, char **argv); /* query/eval_grounding.c */
 int sl_cmd_query(int argc, char **argv);          /* query/query_cmd.c */
 void sl_cmd_query_help(FILE *out);
+int sl_cmd_train(int argc, char **argv); /* trainer/train_cmd.c */
+void sl_cmd_train_help(FILE *out);
 
 #endif

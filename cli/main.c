@@ -58,6 +58,7 @@ static const sl_command sl_commands[] = {
     {"index", "build and update an image index (FAISS + RocksDB)", sl_cmd_index, sl_cmd_index_help},
     {"query", "batch text, image and phrase lookups against an index", sl_cmd_query,
      sl_cmd_query_help},
+    {"train", "train a CLIP-style model contrastively", sl_cmd_train, sl_cmd_train_help},
     {"tokenizer", "train a BPE vocabulary, tokenize texts", sl_cmd_tokenizer,
      sl_cmd_tokenizer_help},
     {"info", "show the build, its dependencies and the devices found", info_run, info_help},

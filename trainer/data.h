@@ -1,0 +1,111 @@
+/*
+ * trainer/data.h - image-caption datasets for training and the batch loader.
+ *
+ * Sources (one sample per image-caption pair):
+ *   Karpathy JSON (dataset_coco.json ...): one pair per kept caption of the
+ *     chosen split(s); images under an images directory.
+ *   TSV: "path<TAB>caption" per line (path relative to the images directory
+ *     unless absolute; blank lines and lines starting with '#' skipped).
+ *   webdataset tar shards: members sharing a key (the path up to the first
+ *     '.' of its base name) pair an image (.jpg/.jpeg/.png/.webp) with a
+ *     caption (.txt). POSIX (ustar) headers are parsed strictly: checksum,
+ *     octal fields, sizes bounded, members inside the file; a bad header or
+ *     a truncated member is an error naming the shard and the member.
+ *
+ * The loader decodes and preprocesses on worker threads ahead of the
+ * consumer (a bounded window of samples). Sample k of the stream is
+ * position k: epoch k / N, item perm_epoch[k % N] (a seeded shuffle per
+ * epoch, identity with shuffle off); its augmentation draws from an RNG
+ * seeded by (seed, k) alone, so batches depend only on the seed and the
+ * start position, never on thread timing or count. A sample that fails
+ * (unreadable, undecodable image) is skipped with a warning and counted;
+ * the batch takes the next positions.
+ */
+#ifndef SL_TRAINER_DATA_H
+#define SL_TRAINER_DATA_H
+
+#include "sightline/common.h"
+#include "sightline/encoder.h"
+#include "sightline/tokenizer.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SL_TAR_MAX_MEMBER   (256u << 20) /* bytes per tar member */
+#define SL_TAR_MAX_CAPTION  (64u << 10)  /* bytes per .txt member */
+#define SL_DATA_MAX_SAMPLES 100000000u
+
+typedef struct sl_train_item {
+    char *caption; /* UTF-8, owned */
+    char *path;    /* image file, owned; NULL for a tar member */
+    int shard;     /* tar: index into shards */
+    uint64_t off;  /* tar: image bytes at off .. off + size in the shard */
+    uint64_t size;
+} sl_train_item;
+
+typedef struct sl_train_dataset {
+    sl_train_item *items;
+    size_t n, cap;
+    char **shards; /* tar shard paths */
+    int n_shards;
+} sl_train_dataset;
+
+void sl_dataset_free(sl_train_dataset *ds);
+
+/* Karpathy JSON: pairs of `split` (NULL: "train"; several joined by ','),
+ * up to max_captions per image (0: all, capped at 1000). */
+sl_status sl_dataset_add_karpathy(sl_train_dataset *ds, const char *json, const char *images_dir,
+                                  const char *split, int max_captions);
+/* TSV file. */
+sl_status sl_dataset_add_tsv(sl_train_dataset *ds, const char *tsv, const char *images_dir);
+/* One webdataset shard. */
+sl_status sl_dataset_add_tar(sl_train_dataset *ds, const char *tar);
+/* By the name: *.json Karpathy, *.tar a shard, a directory: its *.tar
+ * shards (sorted), several joined by ','; anything else TSV. */
+sl_status sl_dataset_add(sl_train_dataset *ds, const char *spec, const char *images_dir,
+                         const char *split);
+
+/* The loader. */
+typedef struct sl_loader_opts {
+    int image_size;
+    float mean[3], std[3];
+    int context_length;
+    int augment; /* random resized crop (scale 0.9-1, ratio 3/4-4/3), else CLIP center crop */
+    int shuffle;
+    uint64_t seed;
+    int threads;  /* worker threads (0: decode on the caller's thread) */
+    int prefetch; /* samples decoded ahead (0: 64) */
+} sl_loader_opts;
+
+typedef struct sl_loader sl_loader;
+
+/* A loader over ds (borrowed, must outlive it) starting at stream position
+ * `pos`; tok borrowed (thread-safe). */
+sl_status sl_loader_create(const sl_train_dataset *ds, const sl_tokenizer *tok,
+                           const sl_loader_opts *o, uint64_t pos, sl_loader **out);
+void sl_loader_free(sl_loader *l);
+
+/* Fill B samples: pixels [B, 3, S, S], tokens [B, ctx]. SL_ERR_FORMAT when
+ * a whole epoch's worth of consecutive samples failed. */
+sl_status sl_loader_next(sl_loader *l, int B, float *pixels, int32_t *tokens);
+
+/* The next stream position to be consumed, and samples skipped so far. */
+uint64_t sl_loader_position(const sl_loader *l);
+uint64_t sl_loader_skipped(const sl_loader *l);
+
+/* Random resized crop parameters as torchvision (scale, ratio ranges), from
+ * the generator state *rng (splitmix64): crop x, y, w, h of a W x H image. */
+void sl_random_resized_crop(uint64_t *rng, int W, int H, double smin, double smax, double rmin,
+                            double rmax, int *x, int *y, int *w, int *h);
+
+uint64_t sl_splitmix64(uint64_t *state);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

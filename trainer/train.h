@@ -1,0 +1,75 @@
+/*
+ * trainer/train.h - the training driver behind `sightline train`: model
+ * (fresh from a preset, --init, or --resume), tokenizer, data loader, AdamW
+ * with warmup + cosine, gradient accumulation, checkpoints with bit-exact
+ * resume, progress line, JSON Lines log, optional retrieval eval.
+ *
+ * Checkpoints: OUT/step-N/ holds the model in the Hugging Face layout
+ * (config.json, preprocessor_config.json, model.safetensors, vocab.json,
+ * merges.txt) plus trainer_state.safetensors: adam.m, adam.v (F32, parameter
+ * layout), step, data_position, seed, skipped (I64), and the run's
+ * hyper-parameters as metadata "train_config" (JSON). The augmentation and
+ * shuffle generators are functions of (seed, stream position), so the seed
+ * and the data position are the whole RNG state. A checkpoint is written
+ * to a temporary directory and renamed into place; OUT/latest names the
+ * newest (atomic write); only the last `keep` are kept.
+ */
+#ifndef SL_TRAINER_TRAIN_H
+#define SL_TRAINER_TRAIN_H
+
+#include "sightline/common.h"
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Options; numeric fields < 0 (NAN for doubles) mean "not given": the
+ * resumed state's value, else the config's "train" object, else the
+ * built-in default. */
+typedef struct sl_train_opts {
+    const char *config;     /* preset JSON (HF architecture fields + "train" + "tokenizer") */
+    const char *data;       /* dataset spec (see sl_dataset_add) */
+    const char *images;     /* image directory for Karpathy / TSV */
+    const char *split;      /* Karpathy split (default "train") */
+    const char *out;        /* output directory */
+    const char *init;       /* HF model directory to start from */
+    const char *resume;     /* step directory or an output directory with `latest` */
+    const char *tokenizer;  /* directory with vocab.json + merges.txt */
+    const char *eval_data;  /* Karpathy JSON for --eval-every */
+    const char *eval_split; /* default "test" */
+    int64_t steps;          /* total optimizer steps (the schedule's length) */
+    int64_t stop_after;     /* stop (with a checkpoint) after this step; < 0: at `steps` */
+    int batch;              /* pairs per micro-batch */
+    int accum;              /* micro-batches per step */
+    double lr;
+    int64_t warmup;
+    int64_t seed;
+    int threads;
+    int augment; /* 0/1, -1 unset */
+    int shuffle; /* 0/1, -1 unset */
+    int64_t eval_every;
+    int64_t save_every;
+    int keep;
+    double weight_decay, beta1, beta2, eps, grad_clip;
+    int quiet;
+} sl_train_opts;
+
+/* Every field "not given". */
+void sl_train_opts_init(sl_train_opts *o);
+
+typedef struct sl_train_result {
+    int64_t step;      /* steps done at the end */
+    double last_loss;  /* mean loss of the last step */
+    uint64_t skipped;  /* samples skipped (bad images) */
+    double eval_r1[2]; /* last eval R@1 (i2t, t2i), -1 when none */
+} sl_train_result;
+
+sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
