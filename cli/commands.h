@@ -39,5 +39,7 @@ int sl_cmd_query(int argc, char **argv);          /* query/query_cmd.c */
 void sl_cmd_query_help(FILE *out);
 int sl_cmd_train(int argc, char **argv); /* trainer/train_cmd.c */
 void sl_cmd_train_help(FILE *out);
+int sl_cmd_corpus(int argc, char **argv); /* corpus/corpus_cmd.c */
+void sl_cmd_corpus_help(FILE *out);
 
 #endif

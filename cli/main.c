@@ -52,6 +52,8 @@ static int info_run(int argc, char **argv) {
 /* ------------------------------------------------------------------------ */
 
 static const sl_command sl_commands[] = {
+    {"corpus", "build the demo emoji corpus (captions, grounding scenes)", sl_cmd_corpus,
+     sl_cmd_corpus_help},
     {"encode", "embed images or texts into .npy arrays", sl_cmd_encode, sl_cmd_encode_help},
     {"eval", "retrieval recall and phrase grounding accuracy on standard benchmarks", sl_cmd_eval,
      sl_cmd_eval_help},
