@@ -1,6 +1,7 @@
 /*
  * corpus/corpus.c - the demo corpus builder (see corpus.h).
  */
+#include "common/json_file.h"
 #include "corpus/corpus.h"
 
 #include <ctype.h>
@@ -124,18 +125,7 @@ static void table_free(table *t) {
 }
 
 static sl_status load_json(const char *path, json_t **out) {
-    char *buf = NULL;
-    size_t len = 0;
-    *out = NULL;
-    sl_status st = sl_read_file(path, MAX_JSON_BYTES, &buf, &len);
-    if (st) return st;
-    json_error_t err;
-    json_t *j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &err);
-    free(buf);
-    if (!j)
-        return sl_set_error(SL_ERR_FORMAT, "%s:%d:%d: %s", path, err.line, err.column, err.text);
-    *out = j;
-    return SL_OK;
+    return sl_json_load_file(path, MAX_JSON_BYTES, out);
 }
 
 static sl_status read_version(const char *dir, char *out, size_t cap) {

@@ -3,6 +3,7 @@
  * Face config.json, preprocessor_config.json, OpenCLIP config overrides, and
  * range checks. Every number read from a file is bounded before use.
  */
+#include "common/json_file.h"
 #include "encoder/clip_internal.h"
 
 #include <jansson.h>
@@ -87,16 +88,9 @@ sl_status clip_config_validate(const sl_clip_config *cfg, const char *src) {
 /* ------------------------------------------------------------------------ */
 
 static sl_status load_json(const char *path, json_t **out) {
-    char *buf = NULL;
-    size_t len = 0;
-    sl_status st = sl_read_file(path, CONFIG_MAX_BYTES, &buf, &len);
+    json_t *root;
+    sl_status st = sl_json_load_file(path, CONFIG_MAX_BYTES, &root);
     if (st) return st;
-    json_error_t err;
-    json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &err);
-    free(buf);
-    if (!root)
-        return sl_set_error(SL_ERR_FORMAT, "%s: line %d: invalid JSON: %s", path, err.line,
-                            err.text);
     if (!json_is_object(root)) {
         json_decref(root);
         return sl_set_error(SL_ERR_FORMAT, "%s: not a JSON object", path);

@@ -33,6 +33,7 @@
  * pair by pair: each pass finds the adjacent pair of lowest merge rank and
  * merges all its occurrences left to right, until no pair has a rank.
  */
+#include "common/json_file.h"
 #include "encoder/tokenizer_internal.h"
 
 #include <jansson.h>
@@ -417,16 +418,9 @@ static const char *base_name(const char *path) {
 }
 
 static sl_status load_vocab(sl_tokenizer *t, const char *path) {
-    char *buf = NULL;
-    size_t len = 0;
-    sl_status st = sl_read_file(path, TOK_MAX_FILE_BYTES, &buf, &len);
+    json_t *root;
+    sl_status st = sl_json_load_file(path, TOK_MAX_FILE_BYTES, &root);
     if (st) return st;
-    json_error_t err;
-    json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &err);
-    free(buf);
-    if (!root)
-        return sl_set_error(SL_ERR_FORMAT, "%s line %d column %d: %s", path, err.line, err.column,
-                            err.text);
     if (!json_is_object(root)) {
         json_decref(root);
         return sl_set_error(SL_ERR_FORMAT, "%s: expected a JSON object of token -> id", path);

@@ -3,6 +3,7 @@
  * RocksDB (C API), crash-consistent through manifest sequence numbers.
  * See include/sightline/store.h for the layout and the protocol.
  */
+#include "common/json_file.h"
 #include "sightline/store.h"
 #include "kernels/kernels.h"
 
@@ -487,20 +488,15 @@ static sl_status manifest_write(sl_store *s) {
 static sl_status manifest_read(sl_store *s, int *exists) {
     char *path = path_join(s->dir, "manifest.json");
     if (!path) return sl_set_error(SL_ERR_NOMEM, "out of memory");
-    char *buf;
-    size_t len;
-    sl_status st = sl_read_file(path, MANIFEST_MAX, &buf, &len);
+    json_t *m = NULL;
+    sl_status st = sl_json_load_file(path, MANIFEST_MAX, &m);
     *exists = st != SL_ERR_NOT_FOUND;
     if (st) {
         free(path);
         return *exists ? st : SL_OK;
     }
-    json_error_t je;
-    json_t *m = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
-    free(buf);
-    if (!m || !json_is_object(m)) {
-        st = sl_set_error(SL_ERR_FORMAT, "%s: line %d: %s", path, je.line,
-                          m ? "not a JSON object" : je.text);
+    if (!json_is_object(m)) {
+        st = sl_set_error(SL_ERR_FORMAT, "%s: not a JSON object", path);
         goto done;
     }
     json_int_t fmt = json_integer_value(json_object_get(m, "format"));

@@ -4,6 +4,7 @@
  * recall figures (definitions in sightline/eval.h), and `sightline eval
  * retrieval`.
  */
+#include "common/json_file.h"
 #include "cli/commands.h"
 #include "sightline/encode_files.h"
 #include "sightline/encoder.h"
@@ -234,16 +235,9 @@ sl_status sl_karpathy_read(const char *path, const sl_karpathy_opts *opts, sl_ka
     if (mc < 1 || mc > SL_KARPATHY_MAX_CAPTIONS)
         return sl_set_error(SL_ERR_INVALID, "max_captions %d outside 1..%d", mc,
                             SL_KARPATHY_MAX_CAPTIONS);
-    char *buf;
-    size_t len;
-    sl_status st = sl_read_file(path, SL_KARPATHY_MAX_BYTES, &buf, &len);
+    json_t *root;
+    sl_status st = sl_json_load_file(path, SL_KARPATHY_MAX_BYTES, &root);
     if (st) return st;
-    json_error_t je;
-    json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
-    free(buf);
-    if (!root)
-        return sl_set_error(SL_ERR_FORMAT, "%s: line %d, column %d: %s", path, je.line, je.column,
-                            je.text);
     sl_karpathy k = {0};
     cap_list caps = {0};
     json_t *images = json_object_get(root, "images");

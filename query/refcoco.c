@@ -2,6 +2,7 @@
  * query/refcoco.c - the strict reader for RefCOCO/RefCOCO+/RefCOCOg in the
  * COCO-style JSON of MDETR/GLIP (see sightline/eval_grounding.h).
  */
+#include "common/json_file.h"
 #include "sightline/eval_grounding.h"
 
 #include <jansson.h>
@@ -81,16 +82,9 @@ static sl_status get_str(const char *path, const char *where, size_t i, json_t *
 
 sl_status sl_ground_read_refcoco(const char *path, sl_ground_set *out) {
     sl_ground_set_init(out);
-    char *buf = NULL;
-    size_t len = 0;
-    sl_status st = sl_read_file(path, REFCOCO_MAX_BYTES, &buf, &len);
+    json_t *root;
+    sl_status st = sl_json_load_file(path, REFCOCO_MAX_BYTES, &root);
     if (st) return st;
-    json_error_t jerr;
-    json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
-    free(buf);
-    if (!root)
-        return sl_set_error(SL_ERR_FORMAT, "%s:%d: column %d: JSON syntax error: %s", path,
-                            jerr.line, jerr.column, jerr.text);
     ref_expr *ex = NULL, **by_name = NULL;
     size_t n = 0;
     json_t *images = json_object_get(root, "images");

@@ -302,7 +302,7 @@ static void test_refcoco(void) {
 
     /* syntax error: the line is named */
     write_text("bad1.json", "{\"images\": [\n {\"id\": 1,\n  \"file_name\" \"a.jpg\"}\n]}\n");
-    CHECK_ERR(sl_ground_read_refcoco(at("bad1.json"), &set), SL_ERR_FORMAT, "bad1.json:3:");
+    CHECK_ERR(sl_ground_read_refcoco(at("bad1.json"), &set), SL_ERR_FORMAT, "bad1.json line 3,");
     sl_ground_set_free(&set);
     write_text("bad2.json", "{\"images\": [{\"id\": 1, \"file_name\": \"a.jpg\", \"height\": 4, "
                             "\"width\": 4, \"caption\": \"x\"}],\n \"annotations\": "
@@ -322,7 +322,7 @@ static void test_refcoco(void) {
               "images[0] lacks \"width\"");
     sl_ground_set_free(&set);
     write_text("bad5.json", "{\"images\": [{\"id\": 1, \"id\": 2}], \"annotations\": []}\n");
-    CHECK_ERR(sl_ground_read_refcoco(at("bad5.json"), &set), SL_ERR_FORMAT, "bad5.json:1:");
+    CHECK_ERR(sl_ground_read_refcoco(at("bad5.json"), &set), SL_ERR_FORMAT, "bad5.json line 1,");
     sl_ground_set_free(&set);
     write_text("bad6.json", "{\"images\": [{\"id\": 1, \"file_name\": \"../a.jpg\", \"height\": "
                             "4, \"width\": 4, \"caption\": \"x\"}], \"annotations\": []}\n");
