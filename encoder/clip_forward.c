@@ -98,18 +98,6 @@ static sl_status acts_get(sl_encoder *enc, acts *a, size_t R, size_t n, size_t W
 /* Shared block pieces                                                      */
 /* ------------------------------------------------------------------------ */
 
-static sl_op_act op_act(sl_activation a) {
-    switch (a) {
-        case SL_ACT_GELU:
-            return SL_OP_ACT_GELU;
-        case SL_ACT_GELU_TANH:
-            return SL_OP_ACT_GELU_TANH;
-        case SL_ACT_QUICK_GELU:
-        default:
-            return SL_OP_ACT_QUICK_GELU;
-    }
-}
-
 /* qkv [R, 3W] = ln [R, W] . [Wq; Wk; Wv]^T + [bq; bk; bv]: one sgemm when
  * the three are stored contiguously, else three into column slices. */
 static void qkv_forward(float *qkv, const float *ln, const clip_block_w *k, int R, int W) {
@@ -131,7 +119,7 @@ static void qkv_forward(float *qkv, const float *ln, const clip_block_w *k, int 
 static const float *tower_blocks(acts *a, const clip_block_w *blocks, const sl_tower_config *tc,
                                  int R, int n, int maxlen, int causal, int pooled_only) {
     const int W = tc->width, M = tc->mlp_width;
-    const sl_op_act act = op_act(tc->act);
+    const sl_op_act act = clip_op_act(tc->act);
     const float *pending = NULL;
     for (int l = 0; l < tc->layers; l++) {
         const clip_block_w *k = &blocks[l];

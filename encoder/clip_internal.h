@@ -9,6 +9,7 @@
 
 #include "sightline/encoder.h"
 #include "sightline/safetensors.h"
+#include "kernels/cpu/ops.h"
 
 /* ------------------------------------------------------------------------ */
 /* Weights                                                                  */
@@ -132,5 +133,19 @@ sl_status clip_forward_texts(sl_encoder *enc, const int32_t *tokens, int n, floa
 
 /* Position pooled for one sequence (pool rule of cfg). */
 int clip_pool_position(const sl_clip_config *cfg, const int32_t *ids);
+
+/* The kernels' activation for a config's (shared by the encoder's and the
+ * trainer's forward passes). */
+static inline sl_op_act clip_op_act(sl_activation a) {
+    switch (a) {
+        case SL_ACT_GELU:
+            return SL_OP_ACT_GELU;
+        case SL_ACT_GELU_TANH:
+            return SL_OP_ACT_GELU_TANH;
+        case SL_ACT_QUICK_GELU:
+        default:
+            return SL_OP_ACT_QUICK_GELU;
+    }
+}
 
 #endif

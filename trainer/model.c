@@ -532,18 +532,6 @@ done:
 /* Forward                                                                  */
 /* ------------------------------------------------------------------------ */
 
-static sl_op_act op_act(sl_activation a) {
-    switch (a) {
-        case SL_ACT_GELU:
-            return SL_OP_ACT_GELU;
-        case SL_ACT_GELU_TANH:
-            return SL_OP_ACT_GELU_TANH;
-        case SL_ACT_QUICK_GELU:
-        default:
-            return SL_OP_ACT_QUICK_GELU;
-    }
-}
-
 /* Attention scratch for sequences up to maxlen at the current thread
  * count, forward and backward. */
 static sl_status att_scratch(sl_train_model *m, int maxlen) {
@@ -566,7 +554,7 @@ static void blocks_forward(sl_train_tower_acts *ta, const sl_train_block *w,
                            const sl_tower_config *tc, int R, const int *start, const int *len,
                            int nseq, int maxlen, int causal, float *scratch) {
     const int W = tc->width, M = tc->mlp_width, L = tc->layers;
-    const sl_op_act act = op_act(tc->act);
+    const sl_op_act act = clip_op_act(tc->act);
     const size_t RW = (size_t)R * W * sizeof(float);
     for (int l = 0; l < L; l++) {
         const sl_train_block *k = &w[l];
@@ -690,7 +678,7 @@ static void tower_backward(sl_train_acts *a, sl_train_tower_acts *ta, const sl_t
                            const float *demb, const int *start, const int *len, const int *idx,
                            int B, int R, int D, int maxlen, int causal, float *scratch) {
     const int W = tc->width, M = tc->mlp_width, L = tc->layers;
-    const sl_op_act act = op_act(tc->act);
+    const sl_op_act act = clip_op_act(tc->act);
     const size_t RW = (size_t)R * W;
     /* Head: L2 norm, projection, final LN (+ the folded fc2 bias), pooling. */
     zero(a->d_feat, (size_t)B * D);
