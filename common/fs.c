@@ -148,3 +148,10 @@ sl_status sl_mkdir_p(const char *path) {
     free(buf);
     return st;
 }
+
+char *sl_path_join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}

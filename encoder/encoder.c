@@ -25,16 +25,6 @@ static int is_file(const char *path) {
     return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
-static char *join(const char *dir, const char *name) {
-    size_t a = strlen(dir), b = strlen(name);
-    char *s = malloc(a + b + 2);
-    if (!s) return NULL;
-    memcpy(s, dir, a);
-    s[a] = '/';
-    memcpy(s + a + 1, name, b + 1);
-    return s;
-}
-
 static char *dir_of(const char *path) {
     const char *slash = strrchr(path, '/');
     if (!slash) return strdup(".");
@@ -60,8 +50,8 @@ void sl_encoder_free(sl_encoder *enc) {
  * config.json / preprocessor_config.json beside the weights. */
 static sl_status read_config(sl_encoder *enc, const char *dir) {
     sl_status st = SL_OK;
-    char *cfg_path = join(dir, "config.json");
-    char *pre_path = join(dir, "preprocessor_config.json");
+    char *cfg_path = sl_path_join(dir, "config.json");
+    char *pre_path = sl_path_join(dir, "preprocessor_config.json");
     if (!cfg_path || !pre_path) {
         st = sl_set_error(SL_ERR_NOMEM, "out of memory");
         goto done;
@@ -94,9 +84,9 @@ sl_status sl_encoder_open(const char *path, const sl_encoder_opts *opts, sl_enco
     sl_status st = SL_OK;
     if (S_ISDIR(sb.st_mode)) {
         dir = strdup(path);
-        enc->path = join(path, "model.safetensors");
+        enc->path = sl_path_join(path, "model.safetensors");
         if (enc->path && !is_file(enc->path)) {
-            char *alt = join(path, "open_clip_model.safetensors");
+            char *alt = sl_path_join(path, "open_clip_model.safetensors");
             if (alt && is_file(alt)) {
                 free(enc->path);
                 enc->path = alt;
@@ -119,7 +109,7 @@ sl_status sl_encoder_open(const char *path, const sl_encoder_opts *opts, sl_enco
     if ((st = read_config(enc, dir))) goto fail;
     if ((st = clip_weights_load(enc->st, enc->path, enc->layout, &enc->cfg, &enc->w))) goto fail;
     /* Tokenizer: optional, but a broken one is an error. */
-    char *vocab = join(dir, "vocab.json"), *merges = join(dir, "merges.txt");
+    char *vocab = sl_path_join(dir, "vocab.json"), *merges = sl_path_join(dir, "merges.txt");
     int has_tok = vocab && merges && is_file(vocab) && is_file(merges);
     free(vocab);
     free(merges);

@@ -95,13 +95,6 @@ static sl_status rocks_fail(char *err, const char *what, const char *dir) {
     return st;
 }
 
-static char *path_join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 /* Encode a file record: version, id, mtime, size, hash, w, h, status, error. */
 static size_t rec_encode(const sl_file_rec *r, uint8_t *buf /* >= 80 + 384 */) {
     uint8_t *p = buf;
@@ -473,7 +466,7 @@ static sl_status manifest_write(sl_store *s) {
     char *text = json_dumps(m, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(m);
     if (!text) return sl_set_error(SL_ERR_NOMEM, "manifest: out of memory");
-    char *path = path_join(s->dir, "manifest.json");
+    char *path = sl_path_join(s->dir, "manifest.json");
     sl_status st = path ? SL_OK : sl_set_error(SL_ERR_NOMEM, "out of memory");
     if (st == SL_OK) {
         size_t len = strlen(text);
@@ -486,7 +479,7 @@ static sl_status manifest_write(sl_store *s) {
 }
 
 static sl_status manifest_read(sl_store *s, int *exists) {
-    char *path = path_join(s->dir, "manifest.json");
+    char *path = sl_path_join(s->dir, "manifest.json");
     if (!path) return sl_set_error(SL_ERR_NOMEM, "out of memory");
     json_t *m = NULL;
     sl_status st = sl_json_load_file(path, MANIFEST_MAX, &m);
@@ -553,7 +546,7 @@ static void remove_stale_files(sl_store *s) {
             if (!ext) continue;
             char *keep = coll_file_name((sl_collection)c, s->coll[c].generation);
             if (keep && strcmp(keep, de->d_name) != 0) {
-                char *p = path_join(s->dir, de->d_name);
+                char *p = sl_path_join(s->dir, de->d_name);
                 if (p) {
                     unlink(p);
                     free(p);
@@ -570,7 +563,7 @@ static void remove_stale_files(sl_store *s) {
 /* ------------------------------------------------------------------------ */
 
 static sl_status take_lock(sl_store *s, int wait) {
-    char *path = path_join(s->dir, "lock");
+    char *path = sl_path_join(s->dir, "lock");
     if (!path) return sl_set_error(SL_ERR_NOMEM, "out of memory");
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) {
@@ -603,7 +596,7 @@ static sl_status take_lock(sl_store *s, int wait) {
 }
 
 static sl_status open_db(sl_store *s) {
-    char *path = path_join(s->dir, "meta");
+    char *path = sl_path_join(s->dir, "meta");
     if (!path) return sl_set_error(SL_ERR_NOMEM, "out of memory");
     s->opt = rocksdb_options_create();
     rocksdb_options_set_create_if_missing(s->opt, !s->read_only);
@@ -639,7 +632,7 @@ static sl_status read_counter(sl_store *s, const char *key, uint64_t *out) {
 static sl_status load_coll(sl_store *s, sl_collection c) {
     if (s->coll[c].generation == 0) return SL_OK;
     char *fn = coll_file_name(c, s->coll[c].generation);
-    char *path = fn ? path_join(s->dir, fn) : NULL;
+    char *path = fn ? sl_path_join(s->dir, fn) : NULL;
     free(fn);
     if (!path) return sl_set_error(SL_ERR_NOMEM, "out of memory");
     FaissIndex *index = NULL;
@@ -682,7 +675,7 @@ sl_status sl_store_open(const char *dir, const sl_store_opts *opts, sl_store **o
         if ((st = sl_mkdir_p(dir))) goto fail;
     }
     if (!s->read_only && (st = take_lock(s, opts->wait_lock))) goto fail;
-    int have_manifest;
+    int have_manifest = 0;
     if ((st = manifest_read(s, &have_manifest))) goto fail;
     if (!have_manifest) {
         if (!opts->create || opts->read_only) {
@@ -862,7 +855,7 @@ sl_status sl_store_checkpoint(sl_store *s) {
         FaissIndex *index;
         if ((st = coll_index(s, (sl_collection)c, &index))) break;
         char *fn = coll_file_name((sl_collection)c, cs->generation + 1);
-        char *final = fn ? path_join(s->dir, fn) : NULL;
+        char *final = fn ? sl_path_join(s->dir, fn) : NULL;
         size_t tl = final ? strlen(final) + 8 : 0;
         char *tmp = final ? malloc(tl) : NULL;
         free(fn);
@@ -920,7 +913,7 @@ static uint64_t dir_bytes(const char *dir, int depth) {
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-        char *p = path_join(dir, de->d_name);
+        char *p = sl_path_join(dir, de->d_name);
         struct stat sb;
         if (p && lstat(p, &sb) == 0) {
             if (S_ISDIR(sb.st_mode) && depth < 4)

@@ -375,13 +375,6 @@ sl_status sl_train_model_create(const sl_clip_config *cfg, int max_batch, uint64
 /* Load / save (Hugging Face layout)                                        */
 /* ------------------------------------------------------------------------ */
 
-static char *join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *s = malloc(n);
-    if (s) snprintf(s, n, "%s/%s", dir, name);
-    return s;
-}
-
 static sl_status load_tensors(sl_train_model *m, const sl_safetensors *st, const char *path) {
     for (size_t i = 0; i < m->num_tensors; i++) {
         const sl_train_tensor *e = &m->tensors[i];
@@ -416,8 +409,9 @@ sl_status sl_train_model_load(const char *dir, int max_batch, sl_train_model **o
     *out = NULL;
     sl_clip_config cfg;
     clip_config_defaults(&cfg);
-    char *cfg_path = join(dir, "config.json"), *st_path = join(dir, "model.safetensors");
-    char *pre_path = join(dir, "preprocessor_config.json");
+    char *cfg_path = sl_path_join(dir, "config.json"),
+         *st_path = sl_path_join(dir, "model.safetensors");
+    char *pre_path = sl_path_join(dir, "preprocessor_config.json");
     sl_safetensors *st = NULL;
     sl_train_model *m = NULL;
     sl_status s = SL_OK;
@@ -479,8 +473,9 @@ sl_status sl_train_model_save(const sl_train_model *m, const char *dir) {
     const sl_clip_config *c = &m->cfg;
     sl_status s = sl_mkdir_p(dir);
     if (s) return s;
-    char *cfg_path = join(dir, "config.json"), *st_path = join(dir, "model.safetensors");
-    char *pre_path = join(dir, "preprocessor_config.json");
+    char *cfg_path = sl_path_join(dir, "config.json"),
+         *st_path = sl_path_join(dir, "model.safetensors");
+    char *pre_path = sl_path_join(dir, "preprocessor_config.json");
     sl_tensor_desc *d = calloc(m->num_tensors, sizeof *d);
     if (!cfg_path || !st_path || !pre_path || !d) {
         s = sl_set_error(SL_ERR_NOMEM, "%s: out of memory", dir);

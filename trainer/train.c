@@ -102,16 +102,6 @@ static json_t *hparams_json(const hparams *h) {
                      h->beta2, "eps", h->eps, "grad_clip", h->grad_clip);
 }
 
-static char *pjoin(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    char *s = malloc(la + lb + 2);
-    if (!s) return NULL;
-    memcpy(s, a, la);
-    s[la] = '/';
-    memcpy(s + la + 1, b, lb + 1);
-    return s;
-}
-
 static int is_dir(const char *p) {
     struct stat sb;
     return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
@@ -130,7 +120,7 @@ static int rm_tree(const char *path) {
     int rc = 0;
     while ((e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char *p = pjoin(path, e->d_name);
+        char *p = sl_path_join(path, e->d_name);
         if (!p) {
             rc = -1;
             break;
@@ -262,7 +252,7 @@ static void prune(const char *out, int keep) {
         for (size_t i = 0; i + (size_t)keep < n; i++) {
             char name[64];
             snprintf(name, sizeof name, "step-%lld", (long long)steps[i]);
-            char *p = pjoin(out, name);
+            char *p = sl_path_join(out, name);
             if (p && rm_tree(p) != 0) SL_WARN("could not remove %s", p);
             free(p);
         }
@@ -275,7 +265,7 @@ static sl_status save_checkpoint(const ckpt_ctx *c, const sl_train_model *m, con
     char name[64], tmpname[96];
     snprintf(name, sizeof name, "step-%lld", (long long)step);
     snprintf(tmpname, sizeof tmpname, ".step-%lld.tmp.%ld", (long long)step, (long)getpid());
-    char *dir = pjoin(c->out, name), *tmp = pjoin(c->out, tmpname);
+    char *dir = sl_path_join(c->out, name), *tmp = sl_path_join(c->out, tmpname);
     char *a = NULL, *b = NULL;
     sl_status st = SL_OK;
     if (!dir || !tmp) {
@@ -286,15 +276,15 @@ static sl_status save_checkpoint(const ckpt_ctx *c, const sl_train_model *m, con
     if ((st = sl_train_model_save(m, tmp))) goto done;
     const char *files[2] = {"vocab.json", "merges.txt"};
     for (int i = 0; i < 2 && !st; i++) {
-        a = pjoin(c->tok_dir, files[i]);
-        b = pjoin(tmp, files[i]);
+        a = sl_path_join(c->tok_dir, files[i]);
+        b = sl_path_join(tmp, files[i]);
         st = a && b ? copy_file(a, b) : sl_set_error(SL_ERR_NOMEM, "out of memory");
         free(a);
         free(b);
         a = b = NULL;
     }
     if (st) goto done;
-    if (!(a = pjoin(tmp, "trainer_state.safetensors"))) {
+    if (!(a = sl_path_join(tmp, "trainer_state.safetensors"))) {
         st = sl_set_error(SL_ERR_NOMEM, "out of memory");
         goto done;
     }
@@ -306,7 +296,7 @@ static sl_status save_checkpoint(const ckpt_ctx *c, const sl_train_model *m, con
     }
     sl_fsync_parent_dir(dir);
     free(a);
-    a = pjoin(c->out, "latest");
+    a = sl_path_join(c->out, "latest");
     char line[80];
     int n = snprintf(line, sizeof line, "%s\n", name);
     if (!a)
@@ -324,11 +314,11 @@ done:
 
 /* A step directory from --resume: itself, or DIR/<latest>. malloc'ed. */
 static char *resume_dir(const char *r) {
-    char *st = pjoin(r, "trainer_state.safetensors");
+    char *st = sl_path_join(r, "trainer_state.safetensors");
     int direct = st && is_file(st);
     free(st);
     if (direct) return strdup(r);
-    char *lp = pjoin(r, "latest"), *buf = NULL;
+    char *lp = sl_path_join(r, "latest"), *buf = NULL;
     size_t len = 0;
     if (!lp || sl_read_file(lp, 4096, &buf, &len) != SL_OK) {
         free(lp);
@@ -336,7 +326,7 @@ static char *resume_dir(const char *r) {
     }
     free(lp);
     buf[strcspn(buf, "\r\n")] = 0;
-    char *d = strchr(buf, '/') || !buf[0] ? NULL : pjoin(r, buf);
+    char *d = strchr(buf, '/') || !buf[0] ? NULL : sl_path_join(r, buf);
     free(buf);
     return d;
 }
@@ -509,7 +499,7 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
             goto done;
         }
         const char *tp = json_string_value(t);
-        tok_dir = tp[0] == '/' || is_dir(tp) ? strdup(tp) : pjoin(cfg_dir, tp);
+        tok_dir = tp[0] == '/' || is_dir(tp) ? strdup(tp) : sl_path_join(cfg_dir, tp);
         if (!tok_dir) goto nomem;
     }
     if ((st = sl_tokenizer_open_dir(tok_dir, &tok))) goto done;
@@ -517,7 +507,7 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
     /* Hyper-parameters (before the model: the batch sizes the activations) */
     if (o->resume) {
         /* peek the state's config */
-        char *sp = pjoin(rdir, "trainer_state.safetensors");
+        char *sp = sl_path_join(rdir, "trainer_state.safetensors");
         sl_safetensors *s = NULL;
         if (!sp) goto nomem;
         st = sl_safetensors_open(sp, &s);
@@ -555,7 +545,7 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
     sl_adamw_config ac = {h.beta1, h.beta2, h.eps, h.weight_decay, h.grad_clip};
     if ((st = sl_adamw_init(&opt, &ac, m->num_params))) goto done;
     if (o->resume) {
-        char *sp = pjoin(rdir, "trainer_state.safetensors");
+        char *sp = sl_path_join(rdir, "trainer_state.safetensors");
         json_t *dummy = NULL;
         if (!sp) goto nomem;
         st = read_state(sp, &opt, sc, &dummy);
@@ -608,7 +598,7 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
         free(out_alloc);
         goto done;
     }
-    log_path = pjoin(out, "train_log.jsonl");
+    log_path = sl_path_join(out, "train_log.jsonl");
     if (!log_path || !(logf = fopen(log_path, "a"))) {
         st = sl_set_error(SL_ERR_IO, "%s: cannot open the log", log_path ? log_path : out);
         free(out_alloc);

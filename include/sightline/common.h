@@ -143,6 +143,9 @@ sl_status sl_write_file_atomic(const char *path, const void *data, size_t len);
 /* fsync the directory that holds `path` (after a rename into it). */
 sl_status sl_fsync_parent_dir(const char *path);
 
+/* "dir/name" in a new string (malloc'ed; NULL when out of memory). */
+char *sl_path_join(const char *dir, const char *name);
+
 /* mkdir -p with mode 0755. Succeeds when the directory already exists. */
 sl_status sl_mkdir_p(const char *path);
 

@@ -12,12 +12,7 @@
 #include <omp.h>
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
-    !defined(__SANITIZE_ADDRESS__)
-#define SL_CLONES __attribute__((target_clones("avx512f", "arch=haswell", "default")))
-#else
-#define SL_CLONES
-#endif
+#include "kernels/cpu/clones.h"
 
 #define LANES 16 /* partial sums per reduction: one AVX-512 register */
 

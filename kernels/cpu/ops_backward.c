@@ -61,12 +61,7 @@ static void colsum_add(float *acc, const float *x, int ldx, int M, int N) {
  * layer, so they are written to vectorise: a branch-free exp (libm's expf
  * and erff are scalar calls) and one loop per activation, compiled per ISA
  * like the forward's kernels. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
-    !defined(__SANITIZE_ADDRESS__)
-#define SL_CLONES __attribute__((target_clones("avx512f", "arch=haswell", "default")))
-#else
-#define SL_CLONES
-#endif
+#include "kernels/cpu/clones.h"
 
 /* exp(x), relative error < 3e-7 on [-87, 88] (clamped outside): x = n ln2
  * + r with |r| <= ln2 / 2 (ln2 split in two for exactness), e^r by a
