@@ -3,7 +3,9 @@
  */
 #include "sightline/common.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define SL_ERROR_CAP 1024
@@ -78,5 +80,14 @@ int sl_add_size(size_t a, size_t b, size_t *out) {
     size_t r;
     if (__builtin_add_overflow(a, b, &r)) return -1;
     *out = r;
+    return 0;
+}
+
+int sl_parse_int_arg(const char *s, long long lo, long long hi, long long *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = v;
     return 0;
 }

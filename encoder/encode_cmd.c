@@ -379,14 +379,6 @@ cleanup:
 /* Command                                                                  */
 /* ------------------------------------------------------------------------ */
 
-static int parse_size(const char *s, long long lo, long long hi, long long *out) {
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
-
 int sl_cmd_encode(int argc, char **argv) {
     enum {
         O_MODEL = 256,
@@ -454,13 +446,13 @@ int sl_cmd_encode(int argc, char **argv) {
                 quiet = 1;
                 break;
             case O_BATCH:
-                if (parse_size(optarg, 1, 65536, &batch)) goto bad_value;
+                if (sl_parse_int_arg(optarg, 1, 65536, &batch)) goto bad_value;
                 break;
             case O_THREADS:
-                if (parse_size(optarg, 1, 1024, &threads)) goto bad_value;
+                if (sl_parse_int_arg(optarg, 1, 1024, &threads)) goto bad_value;
                 break;
             case O_MAXPIX:
-                if (parse_size(optarg, 1, (long long)1 << 40, &max_pixels)) goto bad_value;
+                if (sl_parse_int_arg(optarg, 1, (long long)1 << 40, &max_pixels)) goto bad_value;
                 break;
             case 'h':
             case O_HELP:

@@ -42,11 +42,9 @@ void sl_cmd_tokenizer_help(FILE *out) {
 
 /* Parse a decimal int in [lo, hi]; -1 on a bad value. */
 static int parse_int(const char *s, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
-    *out = (int)v;
+    long long v;
+    if (sl_parse_int_arg(s, lo, hi, &v)) return -1;
+    *out = (int)v; /* lo..hi fit in an int */
     return 0;
 }
 

@@ -132,10 +132,9 @@ static int parse_bytes(const char *s, uint64_t *out) {
 }
 
 static int parse_int(const char *s, int lo, int hi, int *out) {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || v < lo || v > hi) return -1;
-    *out = (int)v;
+    long long v;
+    if (sl_parse_int_arg(s, lo, hi, &v)) return -1;
+    *out = (int)v; /* lo..hi fit in an int */
     return 0;
 }
 

@@ -625,14 +625,6 @@ static sl_status write_details(const ev_run *r) {
 
 /* ---- argument parsing ------------------------------------------------------ */
 
-static int parse_ll(const char *s, long long lo, long long hi, long long *out) {
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
-
 /* 0 ok, otherwise the exit code (usage/help). */
 static int parse_args(int argc, char **argv, ev_args *a) {
     enum {
@@ -716,15 +708,15 @@ static int parse_args(int argc, char **argv, ev_args *a) {
                 break;
             }
             case O_BATCH:
-                if (parse_ll(optarg, 1, 4096, &v)) goto bad_value;
+                if (sl_parse_int_arg(optarg, 1, 4096, &v)) goto bad_value;
                 a->batch = (int)v;
                 break;
             case O_THREADS:
-                if (parse_ll(optarg, 1, 1024, &v)) goto bad_value;
+                if (sl_parse_int_arg(optarg, 1, 1024, &v)) goto bad_value;
                 a->threads = (int)v;
                 break;
             case O_MAXPIX:
-                if (parse_ll(optarg, 1, (long long)1 << 40, &v)) goto bad_value;
+                if (sl_parse_int_arg(optarg, 1, (long long)1 << 40, &v)) goto bad_value;
                 a->max_pixels = (uint64_t)v;
                 break;
             case 'h':

@@ -814,14 +814,6 @@ static void print_table(const char *title, const sl_retrieval_metrics *m) {
     printf("  RSUM  %7.2f\n", m->rsum);
 }
 
-static int parse_num(const char *s, long long lo, long long hi, long long *out) {
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
-
 int sl_cmd_eval_retrieval(int argc, char **argv) {
     enum {
         O_MODEL = 256,
@@ -891,16 +883,17 @@ int sl_cmd_eval_retrieval(int argc, char **argv) {
                 quiet = 1;
                 break;
             case O_BATCH:
-                if (parse_num(optarg, 1, 65536, &batch)) goto bad_value;
+                if (sl_parse_int_arg(optarg, 1, 65536, &batch)) goto bad_value;
                 break;
             case O_THREADS:
-                if (parse_num(optarg, 1, 1024, &threads)) goto bad_value;
+                if (sl_parse_int_arg(optarg, 1, 1024, &threads)) goto bad_value;
                 break;
             case O_MAXCAP:
-                if (parse_num(optarg, 1, SL_KARPATHY_MAX_CAPTIONS, &max_caps)) goto bad_value;
+                if (sl_parse_int_arg(optarg, 1, SL_KARPATHY_MAX_CAPTIONS, &max_caps))
+                    goto bad_value;
                 break;
             case O_MAXPIX:
-                if (parse_num(optarg, 1, (long long)1 << 40, &max_pixels)) goto bad_value;
+                if (sl_parse_int_arg(optarg, 1, (long long)1 << 40, &max_pixels)) goto bad_value;
                 break;
             case 'h':
             case O_HELP:

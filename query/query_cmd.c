@@ -247,10 +247,9 @@ static void write_tsv(FILE *out, sl_query_kind kind, const char *query, const sl
 /* ------------------------------------------------------------------------ */
 
 static int parse_int(const char *s, long lo, long hi, int *out) {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || v < lo || v > hi) return -1;
-    *out = (int)v;
+    long long v;
+    if (sl_parse_int_arg(s, lo, hi, &v)) return -1;
+    *out = (int)v; /* lo..hi fit in an int */
     return 0;
 }
 

@@ -149,6 +149,10 @@ char *sl_path_join(const char *dir, const char *name);
 /* mkdir -p with mode 0755. Succeeds when the directory already exists. */
 sl_status sl_mkdir_p(const char *path);
 
+/* Parse a whole decimal integer argument within [lo, hi]: 0 and *out set,
+ * or -1 (empty, trailing characters, out of range or overflow). */
+int sl_parse_int_arg(const char *s, long long lo, long long hi, long long *out);
+
 /* Checked size arithmetic: return 0 and store the result, or return -1 on
  * overflow (nothing stored). */
 int sl_mul_size(size_t a, size_t b, size_t *out);
