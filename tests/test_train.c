@@ -236,7 +236,8 @@ static void test_tar(const sl_tokenizer *tok) {
     caption_of(201, cap, sizeof cap);
     if (ds.n == 5) CHECK(strcmp(ds.items[4].caption, cap) == 0 && ds.items[4].shard == 1);
     /* the loader decodes tar members */
-    sl_loader_opts lo = {32, {0.5f, 0.5f, 0.5f}, {0.25f, 0.25f, 0.25f}, 16, 1, 1, 7, 2, 8};
+    sl_loader_opts lo = {
+        32, {0.5f, 0.5f, 0.5f}, {0.25f, 0.25f, 0.25f}, 16, 1, {0, 0, 0, 0, 0, 0}, 1, 7, 2, 8};
     sl_loader *l = NULL;
     CHECK_OK(sl_loader_create(&ds, tok, &lo, 0, &l));
     float px[5 * 3 * 32 * 32];
@@ -341,7 +342,8 @@ static void test_tsv_karpathy(const sl_tokenizer *tok) {
     fprintf(f, "missing.jpg\tnothing\n");
     fclose(f);
     CHECK_OK(sl_dataset_add_tsv(&ds, p, im));
-    sl_loader_opts lo = {32, {0.5f, 0.5f, 0.5f}, {0.25f, 0.25f, 0.25f}, 16, 1, 1, 3, 0, 0};
+    sl_loader_opts lo = {
+        32, {0.5f, 0.5f, 0.5f}, {0.25f, 0.25f, 0.25f}, 16, 1, {0, 0, 0, 0, 0, 0}, 1, 3, 0, 0};
     float a[14 * 3 * 32 * 32], b[14 * 3 * 32 * 32];
     int32_t ta[14 * 16], tb[14 * 16];
     for (int run = 0; run < 2; run++) {
@@ -355,7 +357,82 @@ static void test_tsv_karpathy(const sl_tokenizer *tok) {
     }
     CHECK(memcmp(a, b, sizeof(float) * 12 * 3 * 32 * 32) == 0);
     CHECK(memcmp(ta, tb, sizeof(int32_t) * 12 * 16) == 0);
+    /* with the photometric augmentations on: still independent of the
+     * thread count, and different pictures */
+    static float c[14 * 3 * 32 * 32], d[14 * 3 * 32 * 32];
+    sl_augment_opts aug = {0.7, 0.3, 1.0, 0.5, 0.5, 0.2};
+    lo.aug = aug;
+    for (int run = 0; run < 2; run++) {
+        lo.threads = run ? 3 : 0;
+        sl_loader *l = NULL;
+        CHECK_OK(sl_loader_create(&ds, tok, &lo, 0, &l));
+        if (!l) continue;
+        CHECK_OK(sl_loader_next(l, 12, run ? d : c, run ? tb : ta));
+        sl_loader_free(l);
+    }
+    CHECK(memcmp(c, d, sizeof(float) * 12 * 3 * 32 * 32) == 0);
+    CHECK(memcmp(a, c, sizeof(float) * 12 * 3 * 32 * 32) != 0);
     sl_dataset_free(&ds);
+}
+
+/* Each photometric augmentation on a known picture. */
+static void test_augment(void) {
+    enum { S = 16, P = S * S };
+    const float mean[3] = {0.4f, 0.5f, 0.6f}, sd[3] = {0.2f, 0.25f, 0.3f};
+    static float px[3 * P], ref[3 * P];
+    uint64_t r = 1;
+    for (int c = 0; c < 3; c++)
+        for (int i = 0; i < P; i++) /* a diagonal ramp per channel, normalised */
+            ref[c * P + i] =
+                (((float)((i % S) + (i / S) + 7 * c) / (2 * S + 14)) - mean[c]) / sd[c];
+    /* all off: unchanged, no draw from the RNG */
+    sl_augment_opts none = {0.9, 0, 0, 0, 0, 0};
+    memcpy(px, ref, sizeof px);
+    sl_augment_photometric(&none, &r, px, S, mean, sd);
+    CHECK(memcmp(px, ref, sizeof px) == 0 && r == 1);
+    /* grayscale: the three channels equal in [0, 1] */
+    sl_augment_opts gray = {0.9, 0, 0, 0, 0, 1.0};
+    memcpy(px, ref, sizeof px);
+    sl_augment_photometric(&gray, &r, px, S, mean, sd);
+    double worst = 0;
+    for (int i = 0; i < P; i++) {
+        double v0 = px[i] * sd[0] + mean[0], v1 = px[P + i] * sd[1] + mean[1],
+               v2 = px[2 * P + i] * sd[2] + mean[2];
+        worst = fmax(worst, fmax(fabs(v0 - v1), fabs(v0 - v2)));
+    }
+    CHECK(worst < 1e-5);
+    /* posterize: at most 16 levels per channel, each a multiple of 1/(L-1) */
+    sl_augment_opts post = {0.9, 0, 0, 0, 1.0, 0};
+    memcpy(px, ref, sizeof px);
+    sl_augment_photometric(&post, &r, px, S, mean, sd);
+    int levels_ok = 1;
+    for (int i = 0; i < 3 * P; i++) {
+        double v = px[i] * sd[i / P] + mean[i / P];
+        int on = 0;
+        for (int L = 3; L <= 15; L = 2 * L + 1) on |= fabs(v * L - nearbyint(v * L)) < 1e-4;
+        levels_ok &= on;
+    }
+    CHECK(levels_ok);
+    /* blur: smooths (smaller total variation), keeps the mean of a plane
+     * away from the border effects within 2% */
+    sl_augment_opts blur = {0.9, 0, 2.0, 1.0, 0, 0};
+    memcpy(px, ref, sizeof px);
+    for (int i = 0; i < P; i++) px[i] = ((i / S + i % S) % 2 ? 1.0f - mean[0] : -mean[0]) / sd[0];
+    double tv0 = 0, tv1 = 0, m0 = 0, m1 = 0;
+    for (int i = 0; i + 1 < P; i++) tv0 += fabs(px[i + 1] - px[i]), m0 += px[i];
+    sl_augment_photometric(&blur, &r, px, S, mean, sd);
+    for (int i = 0; i + 1 < P; i++) tv1 += fabs(px[i + 1] - px[i]), m1 += px[i];
+    CHECK(tv1 < 0.5 * tv0 && fabs(m1 - m0) < 0.02 * fabs(m0) + 0.02 * P);
+    /* colour jitter: values stay in [0, 1] and the picture changes */
+    sl_augment_opts jit = {0.9, 0.5, 0, 0, 0, 0};
+    memcpy(px, ref, sizeof px);
+    sl_augment_photometric(&jit, &r, px, S, mean, sd);
+    int in01 = 1;
+    for (int i = 0; i < 3 * P; i++) {
+        double v = px[i] * sd[i / P] + mean[i / P];
+        in01 &= v > -1e-5 && v < 1 + 1e-5;
+    }
+    CHECK(in01 && memcmp(px, ref, sizeof px) != 0);
 }
 
 /* ---- (a) resume --------------------------------------------------------- */
@@ -470,6 +547,7 @@ static void test_overfit(const char *preset, const sl_tokenizer *tok) {
                          {0.25f, 0.25f, 0.25f},
                          cfg.context_length,
                          0,
+                         {0, 0, 0, 0, 0, 0},
                          0,
                          1,
                          2,
@@ -524,6 +602,7 @@ int main(int argc, char **argv) {
     sl_log_set_level(SL_LOG_ERROR);
     TMP = sl_test_tmpdir();
     test_adamw();
+    test_augment();
     make_fixtures(64);
     char tp[700];
     snprintf(tp, sizeof tp, "%s/tok", TMP);

@@ -486,6 +486,84 @@ void sl_random_resized_crop(uint64_t *rng, int W, int H, double smin, double sma
     *y = (H - ch) / 2;
 }
 
+static void blur_plane(float *x, float *tmp, int S, double sigma) {
+    int r = (int)ceil(2.0 * sigma);
+    if (r < 1) r = 1;
+    if (r > 8) r = 8;
+    float k[17];
+    double sum = 0;
+    for (int i = -r; i <= r; i++) sum += k[i + r] = (float)exp(-0.5 * i * i / (sigma * sigma));
+    for (int i = 0; i <= 2 * r; i++) k[i] = (float)(k[i] / sum);
+    for (int y = 0; y < S; y++) /* horizontal, edges clamped */
+        for (int xx = 0; xx < S; xx++) {
+            float a = 0;
+            for (int i = -r; i <= r; i++) {
+                int c = xx + i < 0 ? 0 : xx + i >= S ? S - 1 : xx + i;
+                a += k[i + r] * x[(size_t)y * S + c];
+            }
+            tmp[(size_t)y * S + xx] = a;
+        }
+    for (int y = 0; y < S; y++) /* vertical */
+        for (int xx = 0; xx < S; xx++) {
+            float a = 0;
+            for (int i = -r; i <= r; i++) {
+                int c = y + i < 0 ? 0 : y + i >= S ? S - 1 : y + i;
+                a += k[i + r] * tmp[(size_t)c * S + xx];
+            }
+            x[(size_t)y * S + xx] = a;
+        }
+}
+
+static float clamp01(float v) {
+    return v < 0 ? 0 : v > 1 ? 1 : v;
+}
+
+void sl_augment_photometric(const sl_augment_opts *a, uint64_t *rng, float *px, int S,
+                            const float mean[3], const float std[3]) {
+    const size_t P = (size_t)S * S;
+    int any = a->color_jitter > 0 || (a->blur_sigma > 0 && a->blur_p > 0) || a->posterize_p > 0 ||
+              a->grayscale_p > 0;
+    if (!any) return;
+    for (int c = 0; c < 3; c++)
+        for (size_t i = 0; i < P; i++) px[c * P + i] = px[c * P + i] * std[c] + mean[c];
+    float *R = px, *G = px + P, *B = px + 2 * P;
+    if (a->color_jitter > 0) {
+        double j = a->color_jitter;
+        float fb = (float)(1 - j + 2 * j * uniform01(rng));
+        float fc = (float)(1 - j + 2 * j * uniform01(rng));
+        float fs = (float)(1 - j + 2 * j * uniform01(rng));
+        double gm = 0;
+        for (size_t i = 0; i < P; i++) {
+            R[i] = clamp01(R[i] * fb), G[i] = clamp01(G[i] * fb), B[i] = clamp01(B[i] * fb);
+            gm += 0.299 * R[i] + 0.587 * G[i] + 0.114 * B[i];
+        }
+        float m = (float)(gm / (double)P);
+        for (size_t i = 0; i < P; i++) {
+            R[i] = clamp01((R[i] - m) * fc + m), G[i] = clamp01((G[i] - m) * fc + m);
+            B[i] = clamp01((B[i] - m) * fc + m);
+            float g = 0.299f * R[i] + 0.587f * G[i] + 0.114f * B[i];
+            R[i] = clamp01(g + (R[i] - g) * fs), G[i] = clamp01(g + (G[i] - g) * fs);
+            B[i] = clamp01(g + (B[i] - g) * fs);
+        }
+    }
+    if (a->blur_sigma > 0 && uniform01(rng) < a->blur_p) {
+        double sigma = 0.1 + (a->blur_sigma > 0.1 ? a->blur_sigma - 0.1 : 0) * uniform01(rng);
+        float *tmp = malloc(P * sizeof(float));
+        if (tmp) /* out of memory: the picture stays sharp */
+            for (int c = 0; c < 3; c++) blur_plane(px + c * P, tmp, S, sigma);
+        free(tmp);
+    }
+    if (a->posterize_p > 0 && uniform01(rng) < a->posterize_p) {
+        float L = (float)((1 << (2 + (int)(sl_splitmix64(rng) % 3))) - 1);
+        for (size_t i = 0; i < 3 * P; i++) px[i] = nearbyintf(clamp01(px[i]) * L) / L;
+    }
+    if (a->grayscale_p > 0 && uniform01(rng) < a->grayscale_p)
+        for (size_t i = 0; i < P; i++)
+            R[i] = G[i] = B[i] = 0.299f * R[i] + 0.587f * G[i] + 0.114f * B[i];
+    for (int c = 0; c < 3; c++)
+        for (size_t i = 0; i < P; i++) px[c * P + i] = (px[c * P + i] - mean[c]) / std[c];
+}
+
 /* ---- loader ------------------------------------------------------------- */
 
 enum { SLOT_FREE, SLOT_BUSY, SLOT_OK, SLOT_FAIL };
@@ -583,7 +661,8 @@ static sl_status process(const sl_loader *l, uint64_t p, size_t item, slot *s) {
         uint64_t rs = l->o.seed ^ 0xA0761D6478BD642Full;
         rs ^= sl_splitmix64(&rs) + p * 0xE7037ED1A0B428DBull;
         int x, y, w, h;
-        sl_random_resized_crop(&rs, img.width, img.height, 0.9, 1.0, 3.0 / 4.0, 4.0 / 3.0, &x, &y,
+        double smin = l->o.aug.crop_scale_min > 0 ? l->o.aug.crop_scale_min : 0.9;
+        sl_random_resized_crop(&rs, img.width, img.height, smin, 1.0, 3.0 / 4.0, 4.0 / 3.0, &x, &y,
                                &w, &h);
         sl_image c;
         memset(&c, 0, sizeof c);
@@ -601,6 +680,7 @@ static sl_status process(const sl_loader *l, uint64_t p, size_t item, slot *s) {
         pp.crop = 0;
         st = sl_image_preprocess(&c, &pp, s->pixels, NULL);
         sl_image_free(&c);
+        if (!st) sl_augment_photometric(&l->o.aug, &rs, s->pixels, pp.size, pp.mean, pp.std);
     } else {
         pp.crop = 1;
         st = sl_image_preprocess(&img, &pp, s->pixels, NULL);

@@ -69,12 +69,34 @@ sl_status sl_dataset_add_tar(sl_train_dataset *ds, const char *tar);
 sl_status sl_dataset_add(sl_train_dataset *ds, const char *spec, const char *images_dir,
                          const char *split);
 
+/* Augmentation beyond the crop (all off when zero, so the crop alone draws
+ * from the sample's RNG exactly as before). Applied to the preprocessed
+ * S x S picture in [0, 1] colour space, in this order: colour jitter
+ * (brightness, contrast, saturation factors uniform in [1-j, 1+j]; hue is
+ * left alone since captions name colours), Gaussian blur (sigma uniform in
+ * [0.1, blur_sigma] output pixels) with probability blur_p, posterize (2 to
+ * 4 bits per channel) with probability posterize_p, grayscale with
+ * probability grayscale_p. */
+typedef struct sl_augment_opts {
+    double crop_scale_min; /* random resized crop area scale lower bound (0: 0.9) */
+    double color_jitter;
+    double blur_sigma, blur_p;
+    double posterize_p;
+    double grayscale_p;
+} sl_augment_opts;
+
+/* Apply the photometric part of *a to one normalized CHW picture of S x S
+ * (mean/std as preprocessed), drawing from *rng. */
+void sl_augment_photometric(const sl_augment_opts *a, uint64_t *rng, float *pixels, int S,
+                            const float mean[3], const float std[3]);
+
 /* The loader. */
 typedef struct sl_loader_opts {
     int image_size;
     float mean[3], std[3];
     int context_length;
-    int augment; /* random resized crop (scale 0.9-1, ratio 3/4-4/3), else CLIP center crop */
+    int augment;         /* random resized crop (ratio 3/4-4/3), else CLIP center crop */
+    sl_augment_opts aug; /* with augment: crop scale and the photometric ones */
     int shuffle;
     uint64_t seed;
     int threads;  /* worker threads (0: decode on the caller's thread) */

@@ -34,6 +34,7 @@ typedef struct hparams {
     int64_t steps, warmup, seed, save_every, eval_every;
     int batch, accum, threads, augment, shuffle, keep;
     double lr, weight_decay, beta1, beta2, eps, grad_clip;
+    sl_augment_opts aug;
 } hparams;
 
 static void pick_i64(int64_t *dst, int64_t cli, const json_t *a, const json_t *b, const char *key,
@@ -83,6 +84,21 @@ static sl_status resolve(const sl_train_opts *o, const json_t *a, const json_t *
     pick_dbl(&h->beta2, o->beta2, a, b, "beta2", 0.98);
     pick_dbl(&h->eps, o->eps, a, b, "eps", 1e-6);
     pick_dbl(&h->grad_clip, o->grad_clip, a, b, "grad_clip", 0.0);
+    pick_dbl(&h->aug.crop_scale_min, NAN, a, b, "crop_scale", 0.9);
+    pick_dbl(&h->aug.color_jitter, NAN, a, b, "color_jitter", 0.0);
+    pick_dbl(&h->aug.blur_sigma, NAN, a, b, "blur_sigma", 0.0);
+    pick_dbl(&h->aug.blur_p, NAN, a, b, "blur_p", 0.0);
+    pick_dbl(&h->aug.posterize_p, NAN, a, b, "posterize_p", 0.0);
+    pick_dbl(&h->aug.grayscale_p, NAN, a, b, "grayscale_p", 0.0);
+    const sl_augment_opts *g = &h->aug;
+    if (!(g->crop_scale_min > 0 && g->crop_scale_min <= 1) ||
+        !(g->color_jitter >= 0 && g->color_jitter < 1) ||
+        !(g->blur_sigma >= 0 && g->blur_sigma <= 4) || !(g->blur_p >= 0 && g->blur_p <= 1) ||
+        !(g->posterize_p >= 0 && g->posterize_p <= 1) ||
+        !(g->grayscale_p >= 0 && g->grayscale_p <= 1))
+        return sl_set_error(SL_ERR_INVALID,
+                            "train: augmentation out of range (crop_scale in (0, 1], color_jitter "
+                            "in [0, 1), blur_sigma in [0, 4], probabilities in [0, 1])");
     if (h->steps < 1 || h->steps > ((int64_t)1 << 40) || h->warmup < 0 || h->batch < 1 ||
         h->batch > 65536 || h->accum < 1 || h->accum > 65536 || h->threads < 0 ||
         h->threads > 256 || h->keep < 1 || h->save_every < 0 || h->eval_every < 0 ||
@@ -94,12 +110,22 @@ static sl_status resolve(const sl_train_opts *o, const json_t *a, const json_t *
 }
 
 static json_t *hparams_json(const hparams *h) {
-    return json_pack("{s:I, s:I, s:I, s:I, s:i, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f}",
-                     "steps", (json_int_t)h->steps, "warmup", (json_int_t)h->warmup, "seed",
-                     (json_int_t)h->seed, "save_every", (json_int_t)h->save_every, "batch",
-                     h->batch, "accum", h->accum, "augment", h->augment, "shuffle", h->shuffle,
-                     "lr", h->lr, "weight_decay", h->weight_decay, "beta1", h->beta1, "beta2",
-                     h->beta2, "eps", h->eps, "grad_clip", h->grad_clip);
+    json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:i, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f}",
+                          "steps", (json_int_t)h->steps, "warmup", (json_int_t)h->warmup, "seed",
+                          (json_int_t)h->seed, "save_every", (json_int_t)h->save_every, "batch",
+                          h->batch, "accum", h->accum, "augment", h->augment, "shuffle", h->shuffle,
+                          "lr", h->lr, "weight_decay", h->weight_decay, "beta1", h->beta1, "beta2",
+                          h->beta2, "eps", h->eps, "grad_clip", h->grad_clip);
+    json_t *aug = json_pack("{s:f, s:f, s:f, s:f, s:f, s:f}", "crop_scale", h->aug.crop_scale_min,
+                            "color_jitter", h->aug.color_jitter, "blur_sigma", h->aug.blur_sigma,
+                            "blur_p", h->aug.blur_p, "posterize_p", h->aug.posterize_p,
+                            "grayscale_p", h->aug.grayscale_p);
+    if (!j || !aug || json_object_update(j, aug) != 0) {
+        json_decref(j);
+        j = NULL;
+    }
+    json_decref(aug);
+    return j;
 }
 
 static int is_dir(const char *p) {
@@ -567,6 +593,7 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
     for (int c = 0; c < 3; c++) lo.mean[c] = m->cfg.image_mean[c], lo.std[c] = m->cfg.image_std[c];
     lo.context_length = m->cfg.context_length;
     lo.augment = h.augment;
+    lo.aug = h.aug;
     lo.shuffle = h.shuffle;
     lo.seed = (uint64_t)h.seed;
     lo.threads = h.threads;
