@@ -317,6 +317,21 @@ static sl_status coll_db_keys(sl_store *s, sl_collection c, uint64_t **keys, siz
     return SL_OK;
 }
 
+/* Vectors to train an index of `type` on: 64 per list of an IVF<k> type,
+ * within [65536, 1048576]. */
+static size_t train_vectors(const char *type) {
+    size_t want = 65536;
+    const char *ivf = type ? strstr(type, "IVF") : NULL;
+    if (ivf) {
+        unsigned long long k = strtoull(ivf + 3, NULL, 10);
+        if (k > 1024 && k <= (1u << 14))
+            want = (size_t)k * 64;
+        else if (k > (1u << 14))
+            want = (size_t)1 << 20;
+    }
+    return want;
+}
+
 /* Rebuild c from RocksDB, training the index type on the stored vectors. */
 static sl_status coll_rebuild(sl_store *s, sl_collection c, const char *type) {
     uint64_t *keys;
@@ -329,9 +344,15 @@ static sl_status coll_rebuild(sl_store *s, sl_collection c, const char *type) {
         return st;
     }
     if (!faiss_Index_is_trained(index) && n > 0) {
-        /* train on up to 65536 stored vectors, evenly spread */
+        /* train on stored vectors evenly spread: at least 65,536 and 64 per
+         * inverted list of an IVF type (FAISS samples 39..256 per centroid),
+         * at most 1,048,576 */
         size_t per = (size_t)coll_per_key(s, c), d = (size_t)s->dim;
-        size_t want = n < 65536 ? n : 65536;
+        size_t target = train_vectors(type ? type : s->coll[c].type);
+        size_t cap = ((size_t)1 << 30) / (d * sizeof(float)); /* 1 GiB of training data */
+        if (target > cap) target = cap;
+        size_t want = (target + per - 1) / per;
+        if (want > n) want = n;
         float *x = malloc(want * per * d * sizeof(float));
         if (!x) st = sl_set_error(SL_ERR_NOMEM, "out of memory for training vectors");
         for (size_t i = 0; i < want && st == SL_OK; i++) {
