@@ -26,6 +26,8 @@ typedef struct sl_command {
 /* Subcommands defined in the modules (libsightline). */
 int sl_cmd_tokenizer(int argc, char **argv); /* encoder/tokenizer_cmd.c */
 void sl_cmd_tokenizer_help(FILE *out);
+int sl_cmd_convert(int argc, char **argv); /* encoder/convert.c */
+void sl_cmd_convert_help(FILE *out);
 int sl_cmd_encode(int argc, char **argv); /* encoder/encode_cmd.c */
 void sl_cmd_encode_help(FILE *out);
 int sl_cmd_index(int argc, char **argv); /* indexer/index_cmd.c */
@@ -37,6 +39,8 @@ int sl_cmd_eval_retrieval(int argc, char **argv); /* query/eval_retrieval.c */
 int sl_cmd_eval_grounding(int argc, char **argv); /* query/eval_grounding.c */
 int sl_cmd_query(int argc, char **argv);          /* query/query_cmd.c */
 void sl_cmd_query_help(FILE *out);
+int sl_cmd_report(int argc, char **argv); /* query/report_cmd.c */
+void sl_cmd_report_help(FILE *out);
 int sl_cmd_train(int argc, char **argv); /* trainer/train_cmd.c */
 void sl_cmd_train_help(FILE *out);
 int sl_cmd_corpus(int argc, char **argv); /* corpus/corpus_cmd.c */

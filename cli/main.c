@@ -7,10 +7,12 @@
  */
 #include "sightline/sightline.h"
 #include "cli/commands.h"
+#include "sightline/default_model.h"
 
 #include <getopt.h>
 #include <omp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------------ */
@@ -20,9 +22,24 @@
 static void info_help(FILE *out) {
     fputs("usage: sightline info [--help]\n"
           "\n"
-          "Print the build (version, dependencies, CUDA and NCCL support) and what this\n"
-          "machine offers at run time (OpenMP threads, CUDA devices).\n",
+          "Print the build (version, dependencies, CUDA and NCCL support), the default\n"
+          "model (used by commands given no --model) and what this machine offers at\n"
+          "run time (OpenMP threads, CUDA devices).\n"
+          "\n"
+          "The default model is the first of: $SIGHTLINE_MODEL; <bin>/../share/sightline/\n"
+          "models/demo (installed); the source tree's models/demo.\n",
           out);
+}
+
+/* "default model: PATH (from RULE)", or why there is none. */
+static void print_default_model(FILE *out) {
+    char *path = NULL;
+    const char *from = NULL;
+    if (sl_default_model(&path, &from) == SL_OK)
+        fprintf(out, "default model: %s (from %s)\n", path, from);
+    else
+        fprintf(out, "default model: none: %s\n", sl_last_error());
+    free(path);
 }
 
 extern char *openblas_get_config(void);
@@ -38,6 +55,7 @@ static int info_run(int argc, char **argv) {
         return SL_EXIT_USAGE;
     }
     fputs(sl_build_info(), stdout);
+    print_default_model(stdout);
     printf("runtime\n");
     printf("  OpenMP threads: %d\n", omp_get_max_threads());
     printf("  OpenBLAS: %s, %d threads\n", openblas_get_config(), openblas_get_num_threads());
@@ -54,12 +72,16 @@ static int info_run(int argc, char **argv) {
 static const sl_command sl_commands[] = {
     {"corpus", "build the demo emoji corpus (captions, grounding scenes)", sl_cmd_corpus,
      sl_cmd_corpus_help},
+    {"convert", "copy a model directory with its weights in F16, BF16 or F32", sl_cmd_convert,
+     sl_cmd_convert_help},
     {"encode", "embed images or texts into .npy arrays", sl_cmd_encode, sl_cmd_encode_help},
     {"eval", "retrieval recall and phrase grounding accuracy on standard benchmarks", sl_cmd_eval,
      sl_cmd_eval_help},
     {"index", "build and update an image index (FAISS + RocksDB)", sl_cmd_index, sl_cmd_index_help},
     {"query", "batch text, image and phrase lookups against an index", sl_cmd_query,
      sl_cmd_query_help},
+    {"report", "one HTML page from query results and evaluation figures", sl_cmd_report,
+     sl_cmd_report_help},
     {"train", "train a CLIP-style model contrastively", sl_cmd_train, sl_cmd_train_help},
     {"tokenizer", "train a BPE vocabulary, tokenize texts", sl_cmd_tokenizer,
      sl_cmd_tokenizer_help},
@@ -79,7 +101,9 @@ static void usage(FILE *out) {
         fprintf(out, "  %-12s %s\n", sl_commands[i].name, sl_commands[i].summary);
     fputs("\n"
           "'sightline <command> --help' describes a command.\n"
-          "Environment: SL_LOG=debug|info|warn|error|off sets the log level (default info).\n"
+          "Environment: SL_LOG=debug|info|warn|error|off sets the log level (default info);\n"
+          "SIGHTLINE_MODEL=PATH sets the model of commands given no --model ('sightline\n"
+          "info' shows the one found).\n"
           "Exit codes: 0 ok, 1 failed, 2 usage error, 3 done with some inputs skipped,\n"
           "75 the index is in use by another run.\n",
           out);
@@ -103,6 +127,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(a, "--version") || !strcmp(a, "-V")) {
         printf("sightline %s\n", sl_version());
+        print_default_model(stdout);
         return SL_EXIT_OK;
     }
     if (!strcmp(a, "help")) {

@@ -2,6 +2,7 @@
  * encoder/encode_cmd.c - `sightline encode`: embed images or texts into .npy.
  */
 #include "cli/commands.h"
+#include "sightline/default_model.h"
 #include "sightline/encode_files.h"
 #include "sightline/encoder.h"
 #include "sightline/image.h"
@@ -13,7 +14,7 @@
 #include <string.h>
 
 void sl_cmd_encode_help(FILE *out) {
-    fputs("usage: sightline encode --model PATH INPUT --out OUT.npy [options]\n"
+    fputs("usage: sightline encode [--model PATH] INPUT --out OUT.npy [options]\n"
           "\n"
           "Embed images or texts with a CLIP-family model into a float32 .npy array\n"
           "[N, D] (rows in input order, L2-normalised unless --no-normalize).\n"
@@ -27,6 +28,8 @@ void sl_cmd_encode_help(FILE *out) {
           "\n"
           "options:\n"
           "  --model PATH      model directory (Hugging Face layout) or .safetensors file\n"
+          "                    (default: $SIGHTLINE_MODEL, else the embedded demo model;\n"
+          "                    'sightline info' shows which)\n"
           "  --out OUT.npy     embeddings [N, D]\n"
           "  --patches P.npy   also write projected patch tokens [N, P, D] (images only)\n"
           "  --no-normalize    keep raw projections\n"
@@ -469,8 +472,8 @@ int sl_cmd_encode(int argc, char **argv) {
         return SL_EXIT_USAGE;
     }
     int ninputs = !!images + !!pixels + !!texts + !!tokens;
-    if (!model || !out || ninputs != 1) {
-        fprintf(stderr, "sightline encode: need --model, --out and exactly one of --images, "
+    if (!out || ninputs != 1) {
+        fprintf(stderr, "sightline encode: need --out and exactly one of --images, "
                         "--pixels, --texts, --tokens (see --help)\n");
         return SL_EXIT_USAGE;
     }
@@ -481,8 +484,11 @@ int sl_cmd_encode(int argc, char **argv) {
 
     sl_encoder_opts eo = {.threads = (int)threads};
     sl_encoder *enc = NULL;
-    if (sl_encoder_open(model, &eo, &enc) != SL_OK) {
+    char *default_model = NULL;
+    if (sl_model_or_default(model, &model, &default_model) != SL_OK ||
+        sl_encoder_open(model, &eo, &enc) != SL_OK) {
         SL_ERROR("%s", sl_last_error());
+        free(default_model);
         return SL_EXIT_FAILED;
     }
     const sl_clip_config *cfg = sl_encoder_config(enc);
@@ -544,6 +550,7 @@ done:
     list_free(&inputs);
     list_free(&o.errors);
     sl_encoder_free(enc);
+    free(default_model);
     return rc;
 bad_value:
     fprintf(stderr, "sightline encode: bad value '%s' for %s\n", optarg, argv[optind - 1]);

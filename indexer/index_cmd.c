@@ -3,6 +3,7 @@
  * compact|texts`.
  */
 #include "cli/commands.h"
+#include "sightline/default_model.h"
 #include "sightline/indexer.h"
 #include "sightline/npy.h"
 #include "sightline/query.h"
@@ -22,7 +23,7 @@ void sl_cmd_index_help(FILE *out) {
         "Keep a FAISS index (with RocksDB metadata) of image embeddings up to date.\n"
         "\n"
         "actions:\n"
-        "  build    --model PATH --index DIR --images SRC... [--type T] [--region]\n"
+        "  build    [--model PATH] --index DIR --images SRC... [--type T] [--region]\n"
         "           create the index (or finish an interrupted build) from SRC: folders\n"
         "           (walked recursively), image files, or text files listing image paths\n"
         "           --urls LIST.tsv (repeatable) adds a URL list: one url[<TAB>caption] per\n"
@@ -39,10 +40,13 @@ void sl_cmd_index_help(FILE *out) {
         "  export   --index DIR --out OUT.npy\n"
         "           write the image embeddings [N, D] (float32) and OUT.npy.paths.txt (one\n"
         "           path per row; \\n, \\t and \\\\ escaped) for other tools\n"
-        "  texts    --model PATH --index DIR --texts FILE\n"
+        "  texts    [--model PATH] --index DIR --texts FILE\n"
         "           replace the text side (one text per line, or a Karpathy JSON's captions)\n"
         "\n"
         "options:\n"
+        "  --model PATH         model directory or .safetensors file (build and texts default:\n"
+        "                       $SIGHTLINE_MODEL, else the embedded demo model; update: the\n"
+        "                       one the index was built with)\n"
         "  --type T             auto (default: Flat for small corpora, HNSW32 or IVF-PQ beyond,\n"
         "                       within --memory-budget), Flat, HNSW32, IVF<k>,PQ<m>, or any\n"
         "                       FAISS factory string\n"
@@ -339,8 +343,8 @@ static int status_exit(sl_status st, const char *what) {
 }
 
 static int run_update(index_args *a, int build) {
-    if (build && (!a->model || !a->nsources)) {
-        fprintf(stderr, "sightline index build: needs --model, --index and --images or --urls\n");
+    if (build && !a->nsources) {
+        fprintf(stderr, "sightline index build: needs --index and --images or --urls\n");
         return SL_EXIT_USAGE;
     }
     sl_index_opts o = {.index_dir = a->index,
@@ -408,9 +412,16 @@ static int do_update(index_args *a, int build) {
             snprintf(owned[i], n, "%s%s", SL_FETCH_SOURCE_PFX, real);
         }
     }
+    /* build without --model: the default model (update: the recorded one) */
+    char *default_model = NULL;
+    if (a->quiet) sl_log_set_level(SL_LOG_ERROR);
+    if (rc == SL_EXIT_OK && build && a->nsources &&
+        sl_model_or_default(a->model, &a->model, &default_model))
+        rc = fail("build");
     if (rc == SL_EXIT_OK) rc = run_update(a, build);
     for (size_t i = 0; owned && i < a->nurls; i++) free(owned[i]);
     free(owned);
+    free(default_model);
     return rc;
 }
 
@@ -636,15 +647,19 @@ int sl_cmd_index(int argc, char **argv) {
     } else if (!strcmp(a.action, "export")) {
         rc = do_export(&a);
     } else if (!strcmp(a.action, "texts")) {
-        if (!a.model || !a.texts) {
-            fprintf(stderr, "sightline index texts: needs --model, --index and --texts\n");
+        char *default_model = NULL;
+        if (!a.texts) {
+            fprintf(stderr, "sightline index texts: needs --index and --texts\n");
             rc = SL_EXIT_USAGE;
+        } else if (sl_model_or_default(a.model, &a.model, &default_model)) {
+            rc = fail("texts");
         } else {
             uint64_t n;
             sl_status st = sl_index_texts(a.index, a.model, a.texts, a.threads, a.quiet, &n);
             rc = st ? status_exit(st, "texts") : SL_EXIT_OK;
             if (!st) printf("%s: %llu texts indexed\n", a.index, (unsigned long long)n);
         }
+        free(default_model);
     } else {
         fprintf(stderr, "sightline index: unknown action '%s' (see --help)\n", a.action);
         rc = SL_EXIT_USAGE;

@@ -11,6 +11,7 @@
  */
 #include "cli/commands.h"
 #include "kernels/kernels.h"
+#include "sightline/default_model.h"
 #include "sightline/encoder.h"
 #include "sightline/eval_grounding.h"
 #include "sightline/image.h"
@@ -179,7 +180,7 @@ void sl_ground_score_compute(const sl_ground_set *set, const sl_box *pred,
 
 static void help(FILE *out) {
     fputs(
-        "usage: sightline eval grounding --model PATH (--entities DIR | --refcoco FILE.json)\n"
+        "usage: sightline eval grounding [--model PATH] (--entities DIR | --refcoco FILE.json)\n"
         "                                --images DIR [--index DIR] [options]\n"
         "\n"
         "Phrase grounding accuracy: each phrase's box is found from its similarity map\n"
@@ -194,7 +195,8 @@ static void help(FILE *out) {
         "                    final_refcoco*_<split>.json; images --images/<file_name>)\n"
         "\n"
         "options:\n"
-        "  --model PATH      model directory or .safetensors file (texts; images unless --index)\n"
+        "  --model PATH      model directory or .safetensors file (texts; images unless --index;\n"
+        "                    default: $SIGHTLINE_MODEL, else the embedded demo model)\n"
         "  --images DIR      folder holding the pictures\n"
         "  --index DIR       take patch embeddings from an index built with --region from\n"
         "                    --images (no image is decoded)\n"
@@ -733,8 +735,8 @@ static int parse_args(int argc, char **argv, ev_args *a) {
         fprintf(stderr, "sightline eval grounding: unexpected argument '%s'\n", argv[optind]);
         return SL_EXIT_USAGE;
     }
-    if (!a->model || !a->images || !!a->entities + !!a->refcoco != 1) {
-        fprintf(stderr, "sightline eval grounding: need --model, --images and exactly one of "
+    if (!a->images || !!a->entities + !!a->refcoco != 1) {
+        fprintf(stderr, "sightline eval grounding: need --images and exactly one of "
                         "--entities, --refcoco (see --help)\n");
         return SL_EXIT_USAGE;
     }
@@ -760,8 +762,12 @@ int sl_cmd_eval_grounding(int argc, char **argv) {
     r.a = &a;
     r.set = &set;
     size_t *todo = NULL, n_todo = 0;
-    sl_status st = a.entities ? sl_ground_read_entities(a.entities, a.split, &set)
-                              : sl_ground_read_refcoco(a.refcoco, &set);
+    char *default_model = NULL;
+    memset(&set, 0, sizeof set);
+    sl_status st = sl_model_or_default(a.model, &a.model, &default_model);
+    if (st) goto done;
+    st = a.entities ? sl_ground_read_entities(a.entities, a.split, &set)
+                    : sl_ground_read_refcoco(a.refcoco, &set);
     if (st) goto done;
     sl_encoder_opts eo = {.threads = a.threads};
     if ((st = sl_encoder_open(a.model, &eo, &r.enc))) goto done;
@@ -838,5 +844,6 @@ done:;
     if (r.store) sl_store_close(r.store);
     sl_encoder_free(r.enc);
     sl_ground_set_free(&set);
+    free(default_model);
     return rc;
 }

@@ -6,6 +6,7 @@
  */
 #include "common/json_file.h"
 #include "cli/commands.h"
+#include "sightline/default_model.h"
 #include "sightline/encode_files.h"
 #include "sightline/encoder.h"
 #include "sightline/eval.h"
@@ -580,7 +581,7 @@ sl_status sl_retrieval_similarity(const float *img, size_t n_images, const float
 /* ------------------------------------------------------------------------ */
 
 static void eval_retrieval_help(FILE *out) {
-    fputs("usage: sightline eval retrieval --model PATH --karpathy SPLIT.json\n"
+    fputs("usage: sightline eval retrieval [--model PATH] --karpathy SPLIT.json\n"
           "                                (--images DIR | --index DIR) [options]\n"
           "\n"
           "Image-text retrieval on a Karpathy split (dataset_flickr30k.json,\n"
@@ -589,6 +590,7 @@ static void eval_retrieval_help(FILE *out) {
           "text->image R@1/R@5/R@10, median and mean rank, and RSUM.\n"
           "\n"
           "  --model PATH        model directory (Hugging Face layout) or .safetensors file\n"
+          "                      (default: $SIGHTLINE_MODEL, else the embedded demo model)\n"
           "  --karpathy FILE     the split file\n"
           "  --images DIR        image root: DIR/filepath/filename (COCO) or DIR/filename\n"
           "  --index DIR         take the image vectors from an index that holds these\n"
@@ -909,9 +911,9 @@ int sl_cmd_eval_retrieval(int argc, char **argv) {
         fprintf(stderr, "sightline eval retrieval: unexpected argument '%s'\n", argv[optind]);
         return SL_EXIT_USAGE;
     }
-    if (!model || !karpathy || !(images || index)) {
-        fprintf(stderr, "sightline eval retrieval: need --model, --karpathy and --images or "
-                        "--index (see --help)\n");
+    if (!karpathy || !(images || index)) {
+        fprintf(stderr, "sightline eval retrieval: need --karpathy and --images or --index "
+                        "(see --help)\n");
         return SL_EXIT_USAGE;
     }
 
@@ -928,6 +930,8 @@ int sl_cmd_eval_retrieval(int argc, char **argv) {
     double t_img = 0, t_txt = 0, t_sim = 0, t_rank = 0, t0;
     sl_status st;
 
+    char *default_model = NULL;
+    if ((st = sl_model_or_default(model, &model, &default_model))) goto fail;
     sl_karpathy_opts ko = {.split = split, .max_captions = (int)max_caps};
     if ((st = sl_karpathy_read(karpathy, &ko, &kp))) goto fail;
     if (kp.n_images == 0) {
@@ -1150,6 +1154,7 @@ done:
     bad_free(&bad);
     sl_encoder_free(enc);
     sl_karpathy_free(&kp);
+    free(default_model);
     return rc;
 bad_value:
     fprintf(stderr, "sightline eval retrieval: bad value '%s' for %s\n", optarg, argv[optind - 1]);

@@ -5,6 +5,7 @@
 #include "sightline/query.h"
 
 #include "kernels/kernels.h"
+#include "sightline/default_model.h"
 #include "sightline/encode_files.h"
 #include "sightline/encoder.h"
 #include "sightline/image.h"
@@ -50,7 +51,7 @@ sl_status sl_query_open(const sl_query_opts *opts, sl_query **out) {
     if (q->o.max_pixels == 0) q->o.max_pixels = 100000000;
 
     sl_status st = SL_OK;
-    char *recorded = NULL;
+    char *recorded = NULL, *fallback = NULL;
     struct stat sb;
     char man[PATH_MAX + 32];
     snprintf(man, sizeof man, "%s/manifest.json", opts->index_dir);
@@ -77,7 +78,25 @@ sl_status sl_query_open(const sl_query_opts *opts, sl_query **out) {
         model = recorded;
     }
     char fp[65];
-    if ((st = sl_model_fingerprint(model, fp))) {
+    sl_status fst = sl_model_fingerprint(model, fp);
+    if (!opts->model && (fst || strcmp(fp, sl_store_model(q->store)) != 0)) {
+        /* the recorded model is gone or changed: the default model when it
+         * is the one the index was built with (an index built from a copy) */
+        char dfp[65];
+        if (sl_default_model(&fallback, NULL) == SL_OK &&
+            sl_model_fingerprint(fallback, dfp) == SL_OK &&
+            !strcmp(dfp, sl_store_model(q->store))) {
+            SL_INFO("%s: the recorded model %s is %s; using the default model %s (same "
+                    "fingerprint)",
+                    opts->index_dir, model, fst ? "gone" : "changed", fallback);
+            model = fallback;
+            memcpy(fp, dfp, sizeof fp);
+            fst = SL_OK;
+        } else if (fst) {
+            fst = sl_model_fingerprint(model, fp); /* its message again */
+        }
+    }
+    if ((st = fst)) {
         if (!opts->model)
             sl_wrap_error(st, "the model recorded with the index is gone (give --model): ");
         goto fail;
@@ -113,10 +132,12 @@ sl_status sl_query_open(const sl_query_opts *opts, sl_query **out) {
     memcpy(q->pp.mean, q->cfg->image_mean, sizeof q->pp.mean);
     memcpy(q->pp.std, q->cfg->image_std, sizeof q->pp.std);
     free(recorded);
+    free(fallback);
     *out = q;
     return SL_OK;
 fail:
     free(recorded);
+    free(fallback);
     sl_query_free(q);
     return st;
 }

@@ -1,8 +1,10 @@
 /*
- * query/report.c - the HTML page of `sightline query --html`: one
- * self-contained file (styles inline, thumbnails as JPEG data URIs, no
- * scripts, nothing fetched), every string from the outside escaped.
+ * query/report.c - the HTML page writer (report_internal.h) behind `sightline
+ * query --html` and `sightline report`: one self-contained file (styles
+ * inline, thumbnails as JPEG data URIs, no scripts, nothing fetched), every
+ * string from the outside escaped.
  */
+#include "query/report_internal.h"
 #include "sightline/image.h"
 #include "sightline/query.h"
 
@@ -140,8 +142,9 @@ static void put_base64(buf *b, const unsigned char *d, size_t n) {
 /* ------------------------------------------------------------------------ */
 
 /* A JPEG thumbnail of `path` (longest side THUMB_SIDE, box-filtered) as a
- * data URI into *uri (malloc'ed), with its size. */
-static sl_status make_thumb(const char *path, char **uri, int *tw, int *th) {
+ * data URI into *uri (malloc'ed), with its size and the size of the picture
+ * as displayed (*pw, *ph). */
+static sl_status make_thumb(const char *path, char **uri, int *tw, int *th, int *pw, int *ph) {
     sl_decode_opts dopt = {.max_pixels = 100000000, .min_short_side = THUMB_SIDE};
     sl_image img;
     sl_status st = sl_image_load(path, &dopt, &img);
@@ -194,6 +197,8 @@ static sl_status make_thumb(const char *path, char **uri, int *tw, int *th) {
     *uri = b.p;
     *tw = w;
     *th = h;
+    *pw = img.orig_width > 0 ? img.orig_width : W;
+    *ph = img.orig_height > 0 ? img.orig_height : H;
 done:
     if (jpeg) tjFree(jpeg);
     if (tj) tjDestroy(tj);
@@ -206,12 +211,15 @@ done:
 typedef struct thumb {
     char *path; /* key */
     char *uri;  /* data URI, or NULL when it could not be made */
-    int w, h;
+    int w, h;   /* thumbnail size */
+    int pw, ph; /* the picture's size as displayed (0: unknown) */
 } thumb;
 
 typedef struct thumb_cache {
     thumb *v;
-    size_t cap; /* power of two, open addressing */
+    size_t cap;    /* power of two, open addressing */
+    size_t n;      /* entries (kept at most cap / 2) */
+    size_t failed; /* entries without a thumbnail */
 } thumb_cache;
 
 static uint64_t fnv1a(const char *s) {
@@ -220,18 +228,38 @@ static uint64_t fnv1a(const char *s) {
     return h;
 }
 
+/* Double the table. -1 when out of memory (the table is unchanged). */
+static int thumb_grow(thumb_cache *tc) {
+    size_t nc = tc->cap * 2;
+    thumb *nv = calloc(nc, sizeof *nv);
+    if (!nv) return -1;
+    for (size_t i = 0; i < tc->cap; i++) {
+        if (!tc->v[i].path) continue;
+        size_t j = (size_t)fnv1a(tc->v[i].path) & (nc - 1);
+        while (nv[j].path) j = (j + 1) & (nc - 1);
+        nv[j] = tc->v[i];
+    }
+    free(tc->v);
+    tc->v = nv;
+    tc->cap = nc;
+    return 0;
+}
+
+/* The thumbnail of `path`, made on first use; NULL when out of memory. */
 static const thumb *get_thumb(thumb_cache *tc, const char *path) {
-    uint64_t h = fnv1a(path);
-    size_t i = (size_t)h & (tc->cap - 1);
+    if ((tc->n + 1) * 2 > tc->cap && thumb_grow(tc)) return NULL;
+    size_t i = (size_t)fnv1a(path) & (tc->cap - 1);
     while (tc->v[i].path) {
         if (!strcmp(tc->v[i].path, path)) return &tc->v[i];
         i = (i + 1) & (tc->cap - 1);
     }
     thumb *t = &tc->v[i];
     if (!(t->path = strdup(path))) return NULL;
-    if (make_thumb(path, &t->uri, &t->w, &t->h) != SL_OK) {
+    tc->n++;
+    if (make_thumb(path, &t->uri, &t->w, &t->h, &t->pw, &t->ph) != SL_OK) {
         SL_WARN("%s (linking the file instead)", sl_last_error());
         t->uri = NULL;
+        tc->failed++;
     }
     return t;
 }
@@ -268,6 +296,7 @@ static const char *STYLE =
     "body{font-family:sans-serif;margin:16px;background:#fafafa;color:#222}"
     "h1{font-size:20px}section.q{border-top:1px solid #ccc;padding:8px 0}"
     "h2{font-size:16px;margin:4px 0 8px;word-break:break-all}"
+    "h3{font-size:15px;margin:18px 0 6px}"
     ".row{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}"
     "figure.hit{margin:0;width:170px;font-size:12px}"
     ".th{position:relative;display:inline-block;line-height:0}"
@@ -275,12 +304,72 @@ static const char *STYLE =
     ".box{position:absolute;border:2px solid #e00;box-sizing:border-box}"
     "figcaption{margin-top:4px;word-break:break-all}"
     ".score{font-weight:bold}.err{color:#b00}"
-    ".txt{width:220px;font-size:13px;background:#fff;border:1px solid #ddd;padding:6px}";
+    ".txt{width:220px;font-size:13px;background:#fff;border:1px solid #ddd;padding:6px}"
+    "table.m{border-collapse:collapse;margin:6px 0 14px;background:#fff;font-size:14px}"
+    "table.m th,table.m td{border:1px solid #ccc;padding:4px 10px;text-align:right}"
+    "table.m th:first-child,table.m td:first-child{text-align:left}"
+    "table.m caption{text-align:left;font-weight:bold;padding:4px 0}"
+    "p.note{font-size:13px;color:#555;margin:4px 0}";
+
+struct sl_report {
+    char *page;      /* where the page goes */
+    const char *dir; /* its folder (absolute), for links; NULL unknown */
+    char dirbuf[PATH_MAX];
+    buf b;          /* the page so far */
+    thumb_cache tc; /* thumbnails by path */
+};
+
+sl_status sl_report_open(const char *page, const char *title, sl_report **out) {
+    *out = NULL;
+    sl_report *r = calloc(1, sizeof *r);
+    if (!r || !(r->page = strdup(page))) {
+        free(r);
+        return sl_set_error(SL_ERR_NOMEM, "%s: out of memory", page);
+    }
+    r->tc.cap = 64;
+    if (!(r->tc.v = calloc(r->tc.cap, sizeof *r->tc.v))) {
+        sl_report_free(r);
+        return sl_set_error(SL_ERR_NOMEM, "%s: out of memory", page);
+    }
+    /* the folder of the page, for links to pictures without a thumbnail */
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", page);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *(slash == dir ? slash + 1 : slash) = '\0';
+    else
+        snprintf(dir, sizeof dir, ".");
+    r->dir = realpath(dir, r->dirbuf) ? r->dirbuf : NULL;
+    puts_(&r->b, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>");
+    put_esc(&r->b, title, strlen(title));
+    puts_(&r->b, "</title><style>");
+    puts_(&r->b, STYLE);
+    puts_(&r->b, "</style></head><body>\n");
+    *out = r;
+    return SL_OK;
+}
+
+void sl_report_raw(sl_report *r, const char *html) {
+    puts_(&r->b, html);
+}
+
+void sl_report_text(sl_report *r, const char *s, size_t len) {
+    put_esc(&r->b, s, len);
+}
+
+void sl_report_printf(sl_report *r, const char *fmt, ...) {
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n > 0) put(&r->b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
 
 /* One picture: thumbnail (or a link to the file) with the box overlay. */
-static void put_picture(buf *b, thumb_cache *tc, const char *page_dir, const sl_query_hit *h,
-                        const char *path) {
-    const thumb *t = get_thumb(tc, path);
+static void put_picture(sl_report *r, const sl_query_hit *h, const char *path) {
+    buf *b = &r->b;
+    const thumb *t = get_thumb(&r->tc, path);
     if (!t) {
         b->failed = 1;
         return;
@@ -294,14 +383,15 @@ static void put_picture(buf *b, thumb_cache *tc, const char *page_dir, const sl_
         char real[PATH_MAX];
         const char *abs = realpath(path, real) ? real : path;
         puts_(b, "<img class=\"thumb\" alt=\"\" src=\"");
-        if (page_dir && abs[0] == '/')
-            put_rel_url(b, page_dir, abs);
+        if (r->dir && abs[0] == '/')
+            put_rel_url(b, r->dir, abs);
         else
             put_esc(b, abs, strlen(abs));
         puts_(b, "\">");
     }
-    if (h && h->has_box && h->width > 0 && h->height > 0) {
-        double W = h->width, H = h->height;
+    int pw = h && h->width > 0 ? h->width : t->pw, ph = h && h->height > 0 ? h->height : t->ph;
+    if (h && h->has_box && pw > 0 && ph > 0) {
+        double W = pw, H = ph;
         putf(b,
              "<div class=\"box\" style=\"left:%.3f%%;top:%.3f%%;width:%.3f%%;height:%.3f%%\">"
              "</div>",
@@ -311,81 +401,86 @@ static void put_picture(buf *b, thumb_cache *tc, const char *page_dir, const sl_
     puts_(b, "</div>");
 }
 
-sl_status sl_query_report_html(const char *page, sl_query_kind kind, const char *const *queries,
-                               const sl_query_result *results, size_t n) {
-    buf b = {0};
-    thumb_cache tc = {0};
-    size_t want = 64, hits = 0;
-    for (size_t i = 0; i < n; i++) hits += results[i].n + 1;
-    while (want < hits * 2 && want < ((size_t)1 << 30)) want *= 2;
-    tc.cap = want;
-    if (!(tc.v = calloc(tc.cap, sizeof *tc.v))) return sl_set_error(SL_ERR_NOMEM, "out of memory");
-    /* the folder of the page, for links to pictures without a thumbnail */
-    char dirbuf[PATH_MAX], real[PATH_MAX];
-    snprintf(dirbuf, sizeof dirbuf, "%s", page);
-    char *slash = strrchr(dirbuf, '/');
-    if (slash)
-        *(slash == dirbuf ? slash + 1 : slash) = '\0';
-    else
-        snprintf(dirbuf, sizeof dirbuf, ".");
-    const char *page_dir = realpath(dirbuf, real) ? real : NULL;
-
-    static const char *what[] = {"text \xe2\x86\x92 image", "image \xe2\x86\x92 text",
-                                 "phrase \xe2\x86\x92 region"};
-    puts_(&b, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-              "<title>sightline query</title><style>");
-    puts_(&b, STYLE);
-    putf(&b, "</style></head><body>\n<h1>sightline query: %zu %s queries</h1>\n", n, what[kind]);
-    for (size_t i = 0; i < n && !b.failed; i++) {
-        const sl_query_result *r = &results[i];
-        const char *q = queries[i];
-        const char *tab = kind == SL_QUERY_PHRASE ? strchr(q, '\t') : NULL;
-        puts_(&b, "<section class=\"q\"><h2>");
-        if (kind == SL_QUERY_IMAGE && r->status == SL_OK) {
-            put_picture(&b, &tc, page_dir, NULL, q);
-            puts_(&b, "<br>");
-        }
-        put_esc(&b, tab ? tab + 1 : q, strlen(tab ? tab + 1 : q));
-        if (tab) {
-            puts_(&b, " <small>in ");
-            put_esc(&b, q, (size_t)(tab - q));
-            puts_(&b, "</small>");
-        }
-        puts_(&b, "</h2>\n");
-        if (r->status != SL_OK) {
-            puts_(&b, "<p class=\"err\">error: ");
-            put_esc(&b, r->error, strlen(r->error));
-            puts_(&b, "</p></section>\n");
+void sl_report_query(sl_report *r, sl_query_kind kind, const char *q, const sl_query_result *res,
+                     size_t max_hits) {
+    buf *b = &r->b;
+    const char *tab = kind == SL_QUERY_PHRASE ? strchr(q, '\t') : NULL;
+    puts_(b, "<section class=\"q\"><h2>");
+    if (kind == SL_QUERY_IMAGE && res->status == SL_OK) {
+        put_picture(r, NULL, q);
+        puts_(b, "<br>");
+    }
+    put_esc(b, tab ? tab + 1 : q, strlen(tab ? tab + 1 : q));
+    if (tab) {
+        puts_(b, " <small>in ");
+        put_esc(b, q, (size_t)(tab - q));
+        puts_(b, "</small>");
+    }
+    puts_(b, "</h2>\n");
+    if (res->status != SL_OK) {
+        puts_(b, "<p class=\"err\">error: ");
+        put_esc(b, res->error, strlen(res->error));
+        puts_(b, "</p></section>\n");
+        return;
+    }
+    puts_(b, "<div class=\"row\">");
+    size_t n = max_hits && max_hits < res->n ? max_hits : res->n;
+    for (size_t j = 0; j < n && !b->failed; j++) {
+        const sl_query_hit *h = &res->hits[j];
+        if (h->text) {
+            putf(b, "<div class=\"txt\"><span class=\"score\">#%zu %.4f</span><br>", j + 1,
+                 (double)h->score);
+            put_esc(b, h->text, strlen(h->text));
+            puts_(b, "</div>");
             continue;
         }
-        puts_(&b, "<div class=\"row\">");
-        for (size_t j = 0; j < r->n; j++) {
-            const sl_query_hit *h = &r->hits[j];
-            if (h->text) {
-                putf(&b, "<div class=\"txt\"><span class=\"score\">#%zu %.4f</span><br>", j + 1,
-                     (double)h->score);
-                put_esc(&b, h->text, strlen(h->text));
-                puts_(&b, "</div>");
-                continue;
-            }
-            puts_(&b, "<figure class=\"hit\">");
-            if (h->path) put_picture(&b, &tc, page_dir, h, h->path);
-            putf(&b, "<figcaption><span class=\"score\">#%zu %.4f</span><br>", j + 1,
-                 (double)h->score);
-            if (h->path) put_esc(&b, h->path, h->path_len);
-            puts_(&b, "</figcaption></figure>");
-        }
-        if (r->n == 0) puts_(&b, "<p>no results</p>");
-        puts_(&b, "</div></section>\n");
+        puts_(b, "<figure class=\"hit\">");
+        if (h->path) put_picture(r, h, h->path);
+        putf(b, "<figcaption><span class=\"score\">#%zu %.4f</span><br>", j + 1, (double)h->score);
+        if (h->path) put_esc(b, h->path, h->path_len);
+        puts_(b, "</figcaption></figure>");
     }
-    puts_(&b, "</body></html>\n");
-    sl_status st = b.failed ? sl_set_error(SL_ERR_NOMEM, "%s: out of memory", page)
-                            : sl_write_file_atomic(page, b.p, b.n);
-    for (size_t i = 0; i < tc.cap; i++) {
-        free(tc.v[i].path);
-        free(tc.v[i].uri);
+    if (res->n == 0) puts_(b, "<p>no results</p>");
+    puts_(b, "</div></section>\n");
+}
+
+void sl_report_counts(const sl_report *r, size_t *thumbs, size_t *failed) {
+    *thumbs = r->tc.n - r->tc.failed;
+    *failed = r->tc.failed;
+}
+
+void sl_report_free(sl_report *r) {
+    if (!r) return;
+    for (size_t i = 0; r->tc.v && i < r->tc.cap; i++) {
+        free(r->tc.v[i].path);
+        free(r->tc.v[i].uri);
     }
-    free(tc.v);
-    free(b.p);
+    free(r->tc.v);
+    free(r->b.p);
+    free(r->page);
+    free(r);
+}
+
+sl_status sl_report_finish(sl_report *r) {
+    puts_(&r->b, "</body></html>\n");
+    sl_status st = r->b.failed ? sl_set_error(SL_ERR_NOMEM, "%s: out of memory", r->page)
+                               : sl_write_file_atomic(r->page, r->b.p, r->b.n);
+    sl_report_free(r);
     return st;
+}
+
+/* ------------------------------------------------------------------------ */
+/* sightline query --html                                                   */
+/* ------------------------------------------------------------------------ */
+
+sl_status sl_query_report_html(const char *page, sl_query_kind kind, const char *const *queries,
+                               const sl_query_result *results, size_t n) {
+    static const char *what[] = {"text \xe2\x86\x92 image", "image \xe2\x86\x92 text",
+                                 "phrase \xe2\x86\x92 region"};
+    sl_report *r;
+    sl_status st = sl_report_open(page, "sightline query", &r);
+    if (st) return st;
+    sl_report_printf(r, "<h1>sightline query: %zu %s queries</h1>\n", n, what[kind]);
+    for (size_t i = 0; i < n; i++) sl_report_query(r, kind, queries[i], &results[i], 0);
+    return sl_report_finish(r);
 }

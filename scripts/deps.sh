@@ -1,5 +1,5 @@
 #!/bin/sh
-# scripts/deps.sh [build|test] - make sure the Debian packages sightline needs
+# scripts/deps.sh [build|test|demo] - make sure the Debian packages sightline needs
 # are installed. As root, installs what is missing (apt-get); otherwise
 # prints the exact apt-get line and exits 1.
 #   build: compilers, CMake and the libraries libsightline links
@@ -7,6 +7,7 @@
 #          reference for format and parity tests: numpy, torch, PIL, regex,
 #          faiss; headless Chromium to render the `query --html` page, about
 #          2 s in tests/reference/html_check.py)
+#   demo:  build + npm, tar and openssl (scripts/fetch-demo-data)
 set -eu
 what=${1:-build}
 
@@ -15,8 +16,11 @@ libfaiss-dev librocksdb-dev libcurl4-openssl-dev libturbojpeg0-dev libpng-dev li
 libopenblas-openmp-dev libjansson-dev libutf8proc-dev libssl-dev"
 case "$what" in
     build) ;;
+    demo) # npm may come from another package (NodeSource's nodejs): any npm will do
+        pkgs="$pkgs tar openssl"
+        command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm" ;;
     test) pkgs="$pkgs python3 python3-numpy python3-torch python3-pil python3-regex python3-faiss chromium" ;;
-    *) echo "usage: scripts/deps.sh [build|test]" >&2; exit 2 ;;
+    *) echo "usage: scripts/deps.sh [build|test|demo]" >&2; exit 2 ;;
 esac
 
 missing=""

@@ -201,7 +201,11 @@ p = evaluate("--model", model, "--karpathy", missing_json, "--images", imgs, "--
 check("nowhere.jpg" in p.stderr, "a missing image is named")
 p = evaluate("--model", model, "--karpathy", split_json, "--images", imgs, "--coco-1k", rc=1)
 check("multiple of 1000" in p.stderr, "--coco-1k needs 1000-image folds")
-evaluate("--karpathy", split_json, "--images", imgs, rc=2)
+os.environ["SIGHTLINE_MODEL"] = f"{WORK}/nowhere"  # no --model: the default model, a wrong one
+p = evaluate("--karpathy", split_json, "--images", imgs, rc=1)
+check("SIGHTLINE_MODEL=" in p.stderr, "without --model, a wrong default model is named")
+del os.environ["SIGHTLINE_MODEL"]
+evaluate("--model", model, "--images", imgs, rc=2)
 evaluate("--model", model, "--karpathy", split_json, "--images", imgs, "--batch", "0", rc=2)
 p = evaluate("--model", model, "--karpathy", f"{WORK}/all_captions.txt", "--images", imgs, rc=1)
 check("all_captions.txt" in p.stderr and "line" in p.stderr, "invalid JSON names file and line")

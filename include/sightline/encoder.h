@@ -17,6 +17,7 @@
 #define SIGHTLINE_ENCODER_H
 
 #include "sightline/common.h"
+#include "sightline/safetensors.h"
 #include "sightline/tokenizer.h"
 
 #ifdef __cplusplus
@@ -69,6 +70,14 @@ typedef struct sl_encoder_opts {
  * the file and the tensor (missing, wrong shape, unsupported dtype). */
 sl_status sl_encoder_open(const char *path, const sl_encoder_opts *opts, sl_encoder **out);
 void sl_encoder_free(sl_encoder *enc);
+
+/* Write a copy of the Hugging Face model directory in_dir to out_dir with
+ * every F32/F16/BF16 tensor stored as `to` (F32, F16 or BF16; integer
+ * tensors unchanged) and the config, preprocessor and tokenizer files
+ * copied; the result is opened as a model before SL_OK. A value outside the
+ * F16 range is SL_ERR_INVALID naming the tensor. *converted (optional):
+ * tensors whose dtype changed. */
+sl_status sl_model_convert(const char *in_dir, const char *out_dir, sl_dtype to, size_t *converted);
 
 const sl_clip_config *sl_encoder_config(const sl_encoder *enc);
 
