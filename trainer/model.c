@@ -8,9 +8,10 @@
  * (x += bias; LN(x)), and the residual add is the sgemm's accumulate. Each
  * block keeps its own copy of the stream at both LayerNorm inputs (the
  * backward of a LayerNorm needs its input, and the stream is updated in
- * place afterwards). The text tower runs every position of every sequence
- * (no pruning); the causal mask makes the pooled row identical to the
- * encoder's pruned computation.
+ * place afterwards). The text tower runs each sequence up to its pooled
+ * position only, the sequences packed one after another (as the encoder
+ * does): under the causal mask later positions reach neither the pooled row
+ * nor the loss.
  */
 #include "trainer/model.h"
 
@@ -163,20 +164,23 @@ static size_t acts_layout(sl_train_model *m, char *mem) {
         const size_t R = tw ? Rt : Rv, W = (size_t)tc->width, M = (size_t)tc->mlp_width;
         for (int l = 0; l < tc->layers; l++) {
             sl_train_block_acts *k = &ta->blocks[l];
+            /* the last block carries on from attention with the pooled
+             * rows only */
+            const size_t R2 = l + 1 < tc->layers ? R : B;
             CARVE(k->res, float, R *W);
             CARVE(k->ln1, float, R *W);
             CARVE(k->mean1, float, R);
             CARVE(k->rstd1, float, R);
             CARVE(k->qkv, float, R * 3 * W);
-            CARVE(k->att, float, R *W);
-            CARVE(k->res2, float, R *W);
-            CARVE(k->ln2, float, R *W);
-            CARVE(k->mean2, float, R);
-            CARVE(k->rstd2, float, R);
-            CARVE(k->fc_pre, float, R *M);
-            CARVE(k->fc, float, R *M);
+            CARVE(k->att, float, R2 *W);
+            CARVE(k->res2, float, R2 *W);
+            CARVE(k->ln2, float, R2 *W);
+            CARVE(k->mean2, float, R2);
+            CARVE(k->rstd2, float, R2);
+            CARVE(k->fc_pre, float, R2 *M);
+            CARVE(k->fc, float, R2 *M);
         }
-        CARVE(ta->out, float, R *W);
+        CARVE(ta->out, float, B *W);
         CARVE(ta->pooled, float, B *W);
         CARVE(ta->lnf, float, B *W);
         CARVE(ta->meanf, float, B);
@@ -197,6 +201,8 @@ static size_t acts_layout(sl_train_model *m, char *mem) {
     CARVE(a->t_start, int, B);
     CARVE(a->t_len, int, B);
     CARVE(a->t_idx, int, B);
+    CARVE(a->v_qrow, int, B);
+    CARVE(a->t_qrow, int, B);
     CARVE(a->loss_saved, float, 3 * B * B);
     const size_t RW = max3(Rv * Wv, Rt * Wt, 0);
     CARVE(a->d_res, float, RW);
@@ -543,18 +549,22 @@ static sl_status att_scratch(sl_train_model *m, int maxlen) {
 }
 
 /* Blocks of one tower over R rows; ta->blocks[0].res holds the input
- * stream. Leaves the stream after the last block in ta->out (its fc2 bias
- * still pending). */
+ * stream. Only the pooled rows (idx, query row qrow within each sequence)
+ * reach the loss, so the last block carries on from its attention with
+ * those nseq rows only (as the encoder does): its att, res2, ln2, fc_pre,
+ * fc and ta->out are [nseq, .], the stream after it (fc2 bias still
+ * pending) in ta->out. */
 static void blocks_forward(sl_train_tower_acts *ta, const sl_train_block *w,
                            const sl_tower_config *tc, int R, const int *start, const int *len,
-                           int nseq, int maxlen, int causal, float *scratch) {
+                           const int *idx, const int *qrow, int nseq, int maxlen, int causal,
+                           float *scratch) {
     const int W = tc->width, M = tc->mlp_width, L = tc->layers;
     const sl_op_act act = clip_op_act(tc->act);
-    const size_t RW = (size_t)R * W * sizeof(float);
     for (int l = 0; l < L; l++) {
         const sl_train_block *k = &w[l];
         sl_train_block_acts *a = &ta->blocks[l];
-        float *next = l + 1 < L ? ta->blocks[l + 1].res : ta->out;
+        const int last = l + 1 == L, R2 = last ? nseq : R;
+        float *next = last ? ta->out : ta->blocks[l + 1].res;
         /* ln1 = LN1(res += pending fc2 bias) */
         sl_op_residual_layernorm_forward(a->ln1, a->mean1, a->rstd1, a->res,
                                          l ? w[l - 1].fc2_b : NULL, k->ln1_w, k->ln1_b, R, W,
@@ -562,28 +572,32 @@ static void blocks_forward(sl_train_tower_acts *ta, const sl_train_block *w,
         /* qkv [R, 3W] = ln1 . [Wq; Wk; Wv]^T + [bq; bk; bv] */
         sl_op_matmul_forward(a->qkv, 3 * W, a->ln1, W, k->q_w, 0, k->q_b, R, W, 3 * W,
                              SL_OP_ACT_NONE, 0);
-        sl_op_attention_forward(a->att, W, a->qkv, start, len, NULL, nseq, W, tc->heads, causal,
-                                scratch, maxlen);
-        /* res2 = res + att . Wo^T; ln2 = LN2(res2 += bo) */
-        memcpy(a->res2, a->res, RW);
-        sl_op_matmul_forward(a->res2, W, a->att, W, k->o_w, 0, NULL, R, W, W, SL_OP_ACT_NONE, 1);
+        sl_op_attention_forward(a->att, W, a->qkv, start, len, last ? qrow : NULL, nseq, W,
+                                tc->heads, causal, scratch, maxlen);
+        /* res2 = res + att . Wo^T (last: the pooled rows of res); ln2 =
+         * LN2(res2 += bo) */
+        if (last)
+            sl_op_gather_rows(a->res2, a->res, idx, nseq, W);
+        else
+            memcpy(a->res2, a->res, (size_t)R * W * sizeof(float));
+        sl_op_matmul_forward(a->res2, W, a->att, W, k->o_w, 0, NULL, R2, W, W, SL_OP_ACT_NONE, 1);
         sl_op_residual_layernorm_forward(a->ln2, a->mean2, a->rstd2, a->res2, k->o_b, k->ln2_w,
-                                         k->ln2_b, R, W, tc->ln_eps);
+                                         k->ln2_b, R2, W, tc->ln_eps);
         /* fc = act(ln2 . W1^T + b1); next = res2 + fc . W2^T (bias pending) */
-        sl_op_matmul_forward_train(a->fc, a->fc_pre, M, a->ln2, W, k->fc1_w, 0, k->fc1_b, R, W, M,
+        sl_op_matmul_forward_train(a->fc, a->fc_pre, M, a->ln2, W, k->fc1_w, 0, k->fc1_b, R2, W, M,
                                    act);
-        memcpy(next, a->res2, RW);
-        sl_op_matmul_forward(next, W, a->fc, M, k->fc2_w, 0, NULL, R, M, W, SL_OP_ACT_NONE, 1);
+        memcpy(next, a->res2, (size_t)R2 * W * sizeof(float));
+        sl_op_matmul_forward(next, W, a->fc, M, k->fc2_w, 0, NULL, R2, M, W, SL_OP_ACT_NONE, 1);
     }
 }
 
-/* Pool rows idx of ta->out, final LN (folding the last fc2 bias),
+/* Final LN of ta->out (the pooled rows, folding the last fc2 bias),
  * projection, L2 normalisation: ta->emb [B, D]. */
 static void head_forward(sl_train_tower_acts *ta, const sl_train_block *w,
                          const sl_tower_config *tc, const float *ln_w, const float *ln_b,
-                         const float *proj, const int *idx, int B, int D) {
+                         const float *proj, int B, int D) {
     const int W = tc->width;
-    sl_op_gather_rows(ta->pooled, ta->out, idx, B, W);
+    memcpy(ta->pooled, ta->out, (size_t)B * W * sizeof(float));
     sl_op_residual_layernorm_forward(ta->lnf, ta->meanf, ta->rstdf, ta->pooled,
                                      w[tc->layers - 1].fc2_b, ln_w, ln_b, B, W, tc->ln_eps);
     sl_op_matmul_forward(ta->feat, D, ta->lnf, W, proj, 0, NULL, B, W, D, SL_OP_ACT_NONE, 0);
@@ -615,16 +629,26 @@ sl_status sl_train_model_forward(sl_train_model *m, const float *pixels, const i
     sl_train_acts *a = &m->acts;
     const sl_train_params *p = &m->params;
     const int Wv = c->vision.width, Wt = c->text.width, D = c->embed_dim, S = c->image_size;
-    const int pp = c->patch_size, kk = 3 * pp * pp, Rv = B * Tv, Rt = B * ctx;
-    memcpy(a->ids, tokens, sizeof(int32_t) * (size_t)Rt);
+    const int pp = c->patch_size, kk = 3 * pp * pp, Rv = B * Tv;
+    memcpy(a->ids, tokens, sizeof(int32_t) * (size_t)B * ctx);
+    /* Text rows: each sequence up to its pooled position, packed. Under the
+     * causal mask the later positions never reach the pooled row (nor the
+     * loss), so their gradients are zero: leaving them out changes nothing
+     * but the work (the encoder prunes the same way). */
+    int Rt = 0;
     for (int b = 0; b < B; b++) {
         a->v_start[b] = b * Tv;
         a->v_len[b] = Tv;
         a->v_idx[b] = b * Tv;
-        a->t_start[b] = b * ctx;
-        a->t_len[b] = ctx;
-        a->t_idx[b] = b * ctx + clip_pool_position(c, tokens + (size_t)b * ctx);
+        a->v_qrow[b] = 0;
+        const int pos = clip_pool_position(c, tokens + (size_t)b * ctx);
+        a->t_start[b] = Rt;
+        a->t_len[b] = pos + 1;
+        a->t_idx[b] = Rt + pos;
+        a->t_qrow[b] = pos;
+        Rt += pos + 1;
     }
+    m->text_rows = Rt;
 
     /* Image tower: cols = im2col(pixels); patch = cols . Wpatch^T;
      * v_embed = [cls; patch] + pos; res0 = LN_pre(v_embed). */
@@ -634,16 +658,16 @@ sl_status sl_train_model_forward(sl_train_model *m, const float *pixels, const i
     sl_op_vision_embed_forward(a->v_embed, a->patch, p->cls, p->v_pos, B, P, Wv);
     sl_op_residual_layernorm_forward(a->v.blocks[0].res, a->pre_mean, a->pre_rstd, a->v_embed, NULL,
                                      p->pre_w, p->pre_b, Rv, Wv, c->vision.ln_eps);
-    blocks_forward(&a->v, p->v_blocks, &c->vision, Rv, a->v_start, a->v_len, B, Tv, 0,
-                   m->att_scratch);
-    head_forward(&a->v, p->v_blocks, &c->vision, p->post_w, p->post_b, p->v_proj, a->v_idx, B, D);
+    blocks_forward(&a->v, p->v_blocks, &c->vision, Rv, a->v_start, a->v_len, a->v_idx, a->v_qrow, B,
+                   Tv, 0, m->att_scratch);
+    head_forward(&a->v, p->v_blocks, &c->vision, p->post_w, p->post_b, p->v_proj, B, D);
 
     /* Text tower: res0 = tok[ids] + pos (every position). */
     sl_op_text_embed_forward(a->t.blocks[0].res, a->ids, p->tok, p->t_pos, a->t_start, a->t_len, B,
                              ctx, Wt);
-    blocks_forward(&a->t, p->t_blocks, &c->text, Rt, a->t_start, a->t_len, B, ctx, 1,
-                   m->att_scratch);
-    head_forward(&a->t, p->t_blocks, &c->text, p->final_w, p->final_b, p->t_proj, a->t_idx, B, D);
+    blocks_forward(&a->t, p->t_blocks, &c->text, Rt, a->t_start, a->t_len, a->t_idx, a->t_qrow, B,
+                   ctx, 1, m->att_scratch);
+    head_forward(&a->t, p->t_blocks, &c->text, p->final_w, p->final_b, p->t_proj, B, D);
 
     m->loss = sl_loss_infonce_forward(a->loss_saved, a->v.emb, a->t.emb, *p->logit_scale, B, D);
     m->batch = B;
@@ -671,11 +695,14 @@ static void tower_backward(sl_train_acts *a, sl_train_tower_acts *ta, const sl_t
                            sl_train_block *g, const sl_tower_config *tc, const float *ln_w,
                            float *gln_w, float *gln_b, const float *proj, float *gproj,
                            const float *demb, const int *start, const int *len, const int *idx,
-                           int B, int R, int D, int maxlen, int causal, float *scratch) {
+                           const int *qrow, int B, int R, int D, int maxlen, int causal,
+                           float *scratch) {
     const int W = tc->width, M = tc->mlp_width, L = tc->layers;
     const sl_op_act act = clip_op_act(tc->act);
     const size_t RW = (size_t)R * W;
-    /* Head: L2 norm, projection, final LN (+ the folded fc2 bias), pooling. */
+    /* Head: L2 norm, projection, final LN (+ the folded fc2 bias). d_pool
+     * [B, W]: the gradient of ta->out (the pooled rows after the last
+     * block). */
     zero(a->d_feat, (size_t)B * D);
     sl_op_l2_normalize_backward(a->d_feat, demb, ta->emb, ta->norm, B, D);
     zero(a->d_lnf, (size_t)B * W);
@@ -685,33 +712,39 @@ static void tower_backward(sl_train_acts *a, sl_train_tower_acts *ta, const sl_t
     sl_op_residual_layernorm_backward(a->d_pool, gln_w, gln_b, a->d_lnf, ta->pooled, ta->meanf,
                                       ta->rstdf, ln_w, B, W);
     sl_op_add_bias_backward(g[L - 1].fc2_b, a->d_pool, B, W);
-    zero(a->d_res, RW);
-    sl_op_gather_rows_backward(a->d_res, a->d_pool, idx, B, W);
-    /* Blocks, last to first; d_res is the gradient of the stream after
-     * block l (and, going through, of res2 and res). */
+    /* Blocks, last to first. dn: the gradient of the stream after block l
+     * (and, going through, of res2): d_pool [B, W] for the last block (its
+     * pooled rows only), d_res [R, W] before. */
     for (int l = L - 1; l >= 0; l--) {
         const sl_train_block *k = &w[l];
         sl_train_block *gk = &g[l];
         sl_train_block_acts *s = &ta->blocks[l];
+        const int last = l + 1 == L, R2 = last ? B : R;
+        const size_t R2W = (size_t)R2 * W;
+        float *dn = last ? a->d_pool : a->d_res;
         /* next = res2 + fc . W2^T */
-        zero(a->d_fc, (size_t)R * M);
-        sl_op_matmul_backward(a->d_fc, M, gk->fc2_w, NULL, NULL, a->d_res, W, s->fc, M, k->fc2_w, 0,
-                              NULL, R, M, W, SL_OP_ACT_NONE);
+        zero(a->d_fc, (size_t)R2 * M);
+        sl_op_matmul_backward(a->d_fc, M, gk->fc2_w, NULL, NULL, dn, W, s->fc, M, k->fc2_w, 0, NULL,
+                              R2, M, W, SL_OP_ACT_NONE);
         /* fc = act(ln2 . W1^T + b1) */
-        zero(a->d_ln, RW);
+        zero(a->d_ln, R2W);
         sl_op_matmul_backward(a->d_ln, W, gk->fc1_w, gk->fc1_b, a->d_fc, a->d_fc, M, s->ln2, W,
-                              k->fc1_w, 0, s->fc_pre, R, W, M, act);
+                              k->fc1_w, 0, s->fc_pre, R2, W, M, act);
         /* ln2 = LN2(res2), res2 holding the folded o_b */
-        sl_op_residual_layernorm_backward(a->d_res, gk->ln2_w, gk->ln2_b, a->d_ln, s->res2,
-                                          s->mean2, s->rstd2, k->ln2_w, R, W);
-        sl_op_add_bias_backward(gk->o_b, a->d_res, R, W);
-        /* res2 = res + att . Wo^T */
-        zero(a->d_att, RW);
-        sl_op_matmul_backward(a->d_att, W, gk->o_w, NULL, NULL, a->d_res, W, s->att, W, k->o_w, 0,
-                              NULL, R, W, W, SL_OP_ACT_NONE);
+        sl_op_residual_layernorm_backward(dn, gk->ln2_w, gk->ln2_b, a->d_ln, s->res2, s->mean2,
+                                          s->rstd2, k->ln2_w, R2, W);
+        sl_op_add_bias_backward(gk->o_b, dn, R2, W);
+        /* res2 = res + att . Wo^T (last: res's pooled rows) */
+        zero(a->d_att, R2W);
+        sl_op_matmul_backward(a->d_att, W, gk->o_w, NULL, NULL, dn, W, s->att, W, k->o_w, 0, NULL,
+                              R2, W, W, SL_OP_ACT_NONE);
         zero(a->d_qkv, 3 * RW);
-        sl_op_attention_backward(a->d_qkv, a->d_att, W, s->qkv, start, len, NULL, B, W, tc->heads,
-                                 causal, scratch, maxlen);
+        sl_op_attention_backward(a->d_qkv, a->d_att, W, s->qkv, start, len, last ? qrow : NULL, B,
+                                 W, tc->heads, causal, scratch, maxlen);
+        if (last) {
+            zero(a->d_res, RW);
+            sl_op_gather_rows_backward(a->d_res, a->d_pool, idx, B, W);
+        }
         /* qkv = ln1 . Wqkv^T + bqkv */
         zero(a->d_ln, RW);
         sl_op_matmul_backward(a->d_ln, W, gk->q_w, gk->q_b, NULL, a->d_qkv, 3 * W, s->ln1, W,
@@ -744,8 +777,8 @@ sl_status sl_train_model_backward(sl_train_model *m) {
 
     /* Image tower, then LN_pre, embeddings and the patch conv. */
     tower_backward(a, &a->v, p->v_blocks, g->v_blocks, &c->vision, p->post_w, g->post_w, g->post_b,
-                   p->v_proj, g->v_proj, a->d_img, a->v_start, a->v_len, a->v_idx, B, B * Tv, D, Tv,
-                   0, m->att_scratch);
+                   p->v_proj, g->v_proj, a->d_img, a->v_start, a->v_len, a->v_idx, a->v_qrow, B,
+                   B * Tv, D, Tv, 0, m->att_scratch);
     const int Rv = B * Tv;
     zero(a->d_emb, (size_t)Rv * Wv);
     sl_op_residual_layernorm_backward(a->d_emb, g->pre_w, g->pre_b, a->d_res, a->v_embed,
@@ -758,8 +791,8 @@ sl_status sl_train_model_backward(sl_train_model *m) {
 
     /* Text tower, then the token and position embeddings. */
     tower_backward(a, &a->t, p->t_blocks, g->t_blocks, &c->text, p->final_w, g->final_w, g->final_b,
-                   p->t_proj, g->t_proj, a->d_txt, a->t_start, a->t_len, a->t_idx, B, B * ctx, D,
-                   ctx, 1, m->att_scratch);
+                   p->t_proj, g->t_proj, a->d_txt, a->t_start, a->t_len, a->t_idx, a->t_qrow, B,
+                   m->text_rows, D, ctx, 1, m->att_scratch);
     sl_op_text_embed_backward(g->tok, g->t_pos, a->d_res, a->ids, a->t_start, a->t_len, B, ctx, Wt);
     return SL_OK;
 }

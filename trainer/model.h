@@ -94,7 +94,9 @@ typedef struct sl_train_tensor {
 /* Activations                                                              */
 /* ------------------------------------------------------------------------ */
 
-/* Saved activations of one block over R rows (width W, MLP width M). */
+/* Saved activations of one block over R rows (width W, MLP width M). The
+ * last block of a tower goes on from its attention with the B pooled rows
+ * only: its att, res2, ln2, mean2, rstd2, fc_pre and fc have B rows. */
 typedef struct sl_train_block_acts {
     float *res;           /* [R, W] block input stream = LN1 input (pending bias folded in) */
     float *ln1;           /* [R, W] LN1 output */
@@ -108,11 +110,12 @@ typedef struct sl_train_block_acts {
     float *fc;            /* [R, M] fc1 output after the activation */
 } sl_train_block_acts;
 
-/* One tower's activations (B the batch, R = B * T rows). */
+/* One tower's activations (B the batch; R rows: B * T for the image tower,
+ * the packed sequences up to their pooled positions for the text tower). */
 typedef struct sl_train_tower_acts {
     sl_train_block_acts *blocks; /* [layers] */
-    float *out;                  /* [R, W] stream after the last block (before its fc2 bias) */
-    float *pooled;               /* [B, W] pooled rows of out, + last fc2 bias = final LN input */
+    float *out;                  /* [B, W] pooled rows after the last block (before its fc2 bias) */
+    float *pooled;               /* [B, W] out + the last fc2 bias = final LN input */
     float *lnf;                  /* [B, W] final LN output */
     float *meanf, *rstdf;        /* [B] */
     float *feat;                 /* [B, D] projected embedding */
@@ -130,6 +133,7 @@ typedef struct sl_train_acts {
     int32_t *ids;                 /* [B, ctx] the batch's token ids */
     int *v_start, *v_len, *v_idx; /* [B] image sequences, pooled (class) rows */
     int *t_start, *t_len, *t_idx; /* [B] text sequences, pooled (end-of-text) rows */
+    int *v_qrow, *t_qrow;         /* [B] pooled row within each sequence */
     float *loss_saved;            /* [3, B, B] InfoNCE logits | p_i2t | p_t2i */
     /* backward scratch (sized for the larger tower) */
     float *d_res;         /* [R, W] gradient of the residual stream */
@@ -167,6 +171,8 @@ typedef struct sl_train_model {
     float *att_scratch;       /* attention scratch (grown on demand) */
     size_t att_scratch_count; /* floats */
     int batch;                /* B of the last forward (0: none yet) */
+    int text_rows;            /* text rows of the last forward (sequences packed up to
+                                 their pooled positions) */
     float loss;               /* loss of the last forward */
 } sl_train_model;
 

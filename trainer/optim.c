@@ -4,6 +4,9 @@
 #include "trainer/optim.h"
 
 #include <math.h>
+#ifdef __SSE2__
+#include <immintrin.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,13 +36,152 @@ void sl_adamw_free(sl_adamw *opt) {
     opt->n = 0;
 }
 
-double sl_grad_norm(const sl_train_model *m, double scale) {
-    double s = 0;
-    for (size_t i = 0; i < m->num_params; i++) {
-        double g = (double)(float)(m->grads_mem[i] * scale);
-        s += g * g;
+/* ------------------------------------------------------------------------ */
+/* Work split                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* The buffer is cut into pieces of at most CHUNK floats that never straddle
+ * a tensor (so a piece has one weight-decay flag). Each piece's squared
+ * norm is summed in double on its own, and the pieces' sums are added in
+ * piece order: the norm depends on the tensor layout only, not on the
+ * thread count or the schedule. */
+#define CHUNK 16384
+
+typedef struct piece {
+    size_t off, n;
+    int decay; /* -1: not an optimized tensor (norm only) */
+} piece;
+
+/* Pieces over [0, n): tensors' ranges (decay flag from the tensor), gaps
+ * between them (norm only). NULL when out of memory; *count receives the
+ * number of pieces. Tensors must be sorted by offset and not overlap
+ * (*sorted receives 0 otherwise, and the caller falls back to a serial
+ * per-tensor update). */
+static piece *make_pieces(const sl_train_tensor *tab, size_t nt, size_t n, int use_decay,
+                          size_t *count, int *sorted) {
+    *sorted = 1;
+    size_t need = n / CHUNK + 2 * nt + 2, k = 0, at = 0;
+    for (size_t ti = 0; ti < nt; ti++) {
+        const sl_train_tensor *t = &tab[ti];
+        if (t->offset < at || t->offset + t->count > n) *sorted = 0;
+        at = t->offset + t->count;
     }
+    piece *p = malloc(need * sizeof *p);
+    if (!p) return NULL;
+    at = 0;
+#define CUT(lo, len, dec)                                                                          \
+    for (size_t o_ = 0; o_ < (len); o_ += CHUNK) {                                                 \
+        p[k].off = (lo) + o_;                                                                      \
+        p[k].n = (len)-o_ < CHUNK ? (len)-o_ : CHUNK;                                              \
+        p[k].decay = (dec);                                                                        \
+        k++;                                                                                       \
+    }
+    if (*sorted) {
+        for (size_t ti = 0; ti < nt; ti++) {
+            const sl_train_tensor *t = &tab[ti];
+            if (t->offset > at) CUT(at, t->offset - at, -1);
+            CUT(t->offset, t->count, use_decay && t->decay);
+            at = t->offset + t->count;
+        }
+    }
+    if (at < n) CUT(at, n - at, -1);
+#undef CUT
+    *count = k;
+    return p;
+}
+
+/* Sum of (g * scale)^2 over g[0..n), g * scale rounded to float first;
+ * eight partial sums (a fixed order, vectorisable), then added up. */
+static double sumsq(const float *g, size_t n, double scale) {
+    double acc[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) {
+            double x = (double)(float)(g[i + k] * scale);
+            acc[k] += x * x;
+        }
+    double s = 0;
+    for (; i < n; i++) {
+        double x = (double)(float)(g[i] * scale);
+        s += x * x;
+    }
+    for (int k = 0; k < 8; k++) s += acc[k];
+    return s;
+}
+
+/* Squared norm of every piece into part[], in parallel; their ordered sum. */
+static double pieces_norm2(const sl_train_model *m, const piece *pc, size_t np, double *part,
+                           double scale) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < np; i++) part[i] = sumsq(m->grads_mem + pc[i].off, pc[i].n, scale);
+    double s = 0;
+    for (size_t i = 0; i < np; i++) s += part[i];
+    return s;
+}
+
+double sl_grad_norm(const sl_train_model *m, double scale) {
+    size_t np = 0;
+    int sorted;
+    /* the pieces only change the summation order; fall back to one serial
+     * sum when out of memory */
+    piece *pc = make_pieces(NULL, 0, m->num_params, 0, &np, &sorted);
+    double *part = pc ? malloc((np ? np : 1) * sizeof *part) : NULL;
+    double s =
+        part ? pieces_norm2(m, pc, np, part, scale) : sumsq(m->grads_mem, m->num_params, scale);
+    free(part);
+    free(pc);
     return sqrt(s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Update                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct adam_k {
+    float gs, b1, b2, step_size, bc2_sqrt, eps, decay;
+} adam_k;
+
+/* One piece's AdamW update with gradient g * gs; when norm2 != NULL also
+ * the squared norm of g * scale (the unclipped gradient; same rounding as
+ * sumsq). The arithmetic per element is that of the serial loop this
+ * replaced, so results do not depend on how the buffer is split. */
+static void adam_piece(float *restrict p, const float *restrict g, float *restrict mm,
+                       float *restrict vv, size_t n, int wd, const adam_k *k, double scale,
+                       double *norm2) {
+    const float gs = k->gs, b1 = k->b1, b2 = k->b2, step_size = k->step_size,
+                bc2_sqrt = k->bc2_sqrt, eps = k->eps, decay = wd ? k->decay : 1.0f;
+    const float c1 = 1.0f - b1, c2 = 1.0f - b2;
+    if (norm2) *norm2 = sumsq(g, n, scale);
+    size_t j = 0;
+#ifdef __SSE2__
+    /* sqrtf sets errno and so keeps GCC from vectorising the loop: the same
+     * IEEE operations, four at a time (bit-identical to the scalar tail).
+     * p * 1.0f is exact, so the undecayed case shares the loop. */
+    const __m128 vgs = _mm_set1_ps(gs), vb1 = _mm_set1_ps(b1), vb2 = _mm_set1_ps(b2),
+                 vc1 = _mm_set1_ps(c1), vc2 = _mm_set1_ps(c2), vss = _mm_set1_ps(step_size),
+                 vbc = _mm_set1_ps(bc2_sqrt), veps = _mm_set1_ps(eps), vdec = _mm_set1_ps(decay);
+    for (; j + 4 <= n; j += 4) {
+        __m128 gj = _mm_mul_ps(_mm_loadu_ps(g + j), vgs);
+        __m128 pj = _mm_mul_ps(_mm_loadu_ps(p + j), vdec);
+        __m128 mj = _mm_add_ps(_mm_mul_ps(_mm_loadu_ps(mm + j), vb1), _mm_mul_ps(gj, vc1));
+        __m128 vj =
+            _mm_add_ps(_mm_mul_ps(_mm_loadu_ps(vv + j), vb2), _mm_mul_ps(_mm_mul_ps(gj, gj), vc2));
+        _mm_storeu_ps(mm + j, mj);
+        _mm_storeu_ps(vv + j, vj);
+        __m128 denom = _mm_add_ps(_mm_div_ps(_mm_sqrt_ps(vj), vbc), veps);
+        _mm_storeu_ps(p + j, _mm_sub_ps(pj, _mm_mul_ps(vss, _mm_div_ps(mj, denom))));
+    }
+#endif
+    for (; j < n; j++) {
+        float gj = g[j] * gs;
+        float pj = p[j] * decay;
+        float mj = mm[j] * b1 + gj * c1;
+        float vj = vv[j] * b2 + gj * gj * c2;
+        mm[j] = mj;
+        vv[j] = vj;
+        float denom = sqrtf(vj) / bc2_sqrt + eps;
+        p[j] = pj - step_size * (mj / denom);
+    }
 }
 
 sl_status sl_adamw_step(sl_adamw *opt, sl_train_model *m, double lr, double grad_scale,
@@ -48,37 +190,77 @@ sl_status sl_adamw_step(sl_adamw *opt, sl_train_model *m, double lr, double grad
         return sl_set_error(SL_ERR_INVALID, "sl_adamw_step: optimizer does not match the model");
     if (!isfinite(lr) || !isfinite(grad_scale))
         return sl_set_error(SL_ERR_INVALID, "sl_adamw_step: non-finite lr or scale");
-    double norm = sl_grad_norm(m, grad_scale);
-    if (grad_norm) *grad_norm = norm;
-    if (!isfinite(norm))
-        return sl_set_error(SL_ERR_INVALID, "sl_adamw_step: non-finite gradient norm");
+    size_t np = 0;
+    int sorted;
+    piece *pc = make_pieces(m->tensors, m->num_tensors, m->num_params, opt->cfg.weight_decay != 0,
+                            &np, &sorted);
+    double *part = pc ? malloc((np ? np : 1) * sizeof *part) : NULL;
+    if (!part) {
+        free(pc);
+        return sl_set_error(SL_ERR_NOMEM, "sl_adamw_step: out of memory (%zu pieces)", np);
+    }
+    const int clip = opt->cfg.grad_clip > 0;
+    /* With clipping the update needs the norm first: a norm pass, then the
+     * update. Without, the norm (still reported) is taken in the update's
+     * pass over the gradient; a non-finite norm then leaves non-finite
+     * parameters behind, as the serial update did. */
+    double norm = 0;
+    if (clip) {
+        norm = sqrt(pieces_norm2(m, pc, np, part, grad_scale));
+        if (!isfinite(norm)) {
+            if (grad_norm) *grad_norm = norm;
+            free(part);
+            free(pc);
+            return sl_set_error(SL_ERR_INVALID, "sl_adamw_step: non-finite gradient norm");
+        }
+    }
     float gs = (float)grad_scale;
-    if (opt->cfg.grad_clip > 0) {
+    if (clip) {
         double coef = opt->cfg.grad_clip / (norm + 1e-6);
         if (coef < 1.0) gs = (float)(grad_scale * coef);
     }
-    opt->t++;
-    const double t = (double)opt->t;
-    const float b1 = (float)opt->cfg.beta1, b2 = (float)opt->cfg.beta2;
+    const double t = (double)(opt->t + 1);
     const double bc1 = 1.0 - pow(opt->cfg.beta1, t), bc2 = 1.0 - pow(opt->cfg.beta2, t);
-    const float step_size = (float)(lr / bc1);
-    const float bc2_sqrt = (float)sqrt(bc2);
-    const float eps = (float)opt->cfg.eps;
-    const float decay = (float)(1.0 - lr * opt->cfg.weight_decay);
-    for (size_t ti = 0; ti < m->num_tensors; ti++) {
-        float *p, *g;
-        const sl_train_tensor *tn = sl_train_model_tensor(m, ti, &p, &g);
-        float *mm = opt->m + tn->offset, *vv = opt->v + tn->offset;
-        const int wd = tn->decay && opt->cfg.weight_decay != 0;
-        for (size_t j = 0; j < tn->count; j++) {
-            float gj = g[j] * gs;
-            if (wd) p[j] *= decay;
-            mm[j] = mm[j] * b1 + gj * (1.0f - b1);
-            vv[j] = vv[j] * b2 + gj * gj * (1.0f - b2);
-            float denom = sqrtf(vv[j]) / bc2_sqrt + eps;
-            p[j] -= step_size * (mm[j] / denom);
+    const adam_k k = {gs,
+                      (float)opt->cfg.beta1,
+                      (float)opt->cfg.beta2,
+                      (float)(lr / bc1),
+                      (float)sqrt(bc2),
+                      (float)opt->cfg.eps,
+                      (float)(1.0 - lr * opt->cfg.weight_decay)};
+    if (sorted) {
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < np; i++) {
+            const piece *q = &pc[i];
+            if (q->decay < 0) {
+                if (!clip) part[i] = sumsq(m->grads_mem + q->off, q->n, grad_scale);
+                continue;
+            }
+            adam_piece(m->params_mem + q->off, m->grads_mem + q->off, opt->m + q->off,
+                       opt->v + q->off, q->n, q->decay, &k, grad_scale, clip ? NULL : &part[i]);
+        }
+        if (!clip) {
+            double s = 0;
+            for (size_t i = 0; i < np; i++) s += part[i];
+            norm = sqrt(s);
+        }
+    } else {
+        /* unordered tensor table: serial per tensor (pieces hold the whole
+         * buffer for the norm only) */
+        if (!clip) norm = sqrt(pieces_norm2(m, pc, np, part, grad_scale));
+        for (size_t ti = 0; ti < m->num_tensors; ti++) {
+            const sl_train_tensor *tn = &m->tensors[ti];
+            adam_piece(m->params_mem + tn->offset, m->grads_mem + tn->offset, opt->m + tn->offset,
+                       opt->v + tn->offset, tn->count, tn->decay && opt->cfg.weight_decay != 0, &k,
+                       grad_scale, NULL);
         }
     }
+    free(part);
+    free(pc);
+    if (grad_norm) *grad_norm = norm;
+    if (!isfinite(norm))
+        return sl_set_error(SL_ERR_INVALID, "sl_adamw_step: non-finite gradient norm");
+    opt->t++;
     return SL_OK;
 }
 

@@ -42,14 +42,21 @@ typedef struct sl_adamw {
 sl_status sl_adamw_init(sl_adamw *opt, const sl_adamw_config *cfg, size_t n);
 void sl_adamw_free(sl_adamw *opt);
 
-/* The L2 norm of the model's gradient buffer times `scale` (double sums). */
+/* The L2 norm of the model's gradient buffer times `scale` (double sums over
+ * fixed pieces of the buffer, added in buffer order: the same value at any
+ * thread count). Parallel (OpenMP). */
 double sl_grad_norm(const sl_train_model *m, double scale);
 
 /* One update with learning rate lr. The gradient used is grads_mem *
  * grad_scale (1/K after K accumulated micro-batches), then clipped to
  * cfg.grad_clip by its global norm (torch's clip_grad_norm_: coefficient
  * max / (norm + 1e-6) when below 1). *grad_norm (may be NULL) receives the
- * norm before clipping. The gradient buffer is left as it was. */
+ * norm before clipping. The gradient buffer is left as it was.
+ * Parallel (OpenMP) over fixed pieces of the buffer; the result does not
+ * depend on the thread count. Without clipping the norm is taken in the
+ * same pass as the update, so a non-finite norm (SL_ERR_INVALID) is found
+ * after the parameters and moments were updated with it (they are then not
+ * usable); with clipping it is found first and nothing is changed. */
 sl_status sl_adamw_step(sl_adamw *opt, sl_train_model *m, double lr, double grad_scale,
                         double *grad_norm);
 
