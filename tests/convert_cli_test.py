@@ -26,22 +26,10 @@ SL, REF, WORK = sys.argv[1], sys.argv[2], sys.argv[3]
 sys.path.insert(0, REF)
 import clip_ref  # noqa: E402
 
-failures = 0
+import cli_harness  # noqa: E402
+from cli_harness import check, run  # noqa: E402
 
-
-def check(cond, what):
-    global failures
-    if not cond:
-        failures += 1
-        print("FAIL:", what)
-
-
-def run(*args, rc=None):
-    p = subprocess.run([SL, *args], capture_output=True, text=True)
-    if rc is not None and p.returncode != rc:
-        check(False, f"sightline {' '.join(args)} exited {p.returncode}, wanted {rc}:\n"
-              f"{p.stdout[-2000:]}{p.stderr[-2000:]}")
-    return p
+cli_harness.init(SL)
 
 
 def header(path):
@@ -126,5 +114,4 @@ p = run("convert", "--model", f"{WORK}/big", "--out", f"{WORK}/big16", rc=1)
 check("logit_scale" in p.stderr and "F16 range" in p.stderr, f"F16 overflow named: {p.stderr!r}")
 run("convert", "--model", f"{WORK}/big", "--out", f"{WORK}/bigbf", "--dtype", "bf16", rc=0)
 
-print("convert: %d failure(s)" % failures)
-sys.exit(1 if failures else 0)
+sys.exit(cli_harness.finish("convert_cli"))

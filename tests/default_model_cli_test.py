@@ -26,28 +26,14 @@ SL, REF, WORK = sys.argv[1], sys.argv[2], sys.argv[3]
 sys.path.insert(0, REF)
 import clip_ref  # noqa: E402
 
-failures = 0
+import cli_harness  # noqa: E402
+from cli_harness import check  # noqa: E402
+
+cli_harness.init(SL)
 
 
-def check(cond, what):
-    global failures
-    if not cond:
-        failures += 1
-        print("FAIL:", what)
-
-
-def run(*args, rc=None, env_model=None, binary=SL, unset=False):
-    env = dict(os.environ)
-    env.pop("SIGHTLINE_MODEL", None)
-    if env_model is not None:
-        env["SIGHTLINE_MODEL"] = env_model
-    p = subprocess.run([binary, *args], capture_output=True, text=True, env=env)
-    if rc is not None and p.returncode != rc:
-        print(f"FAIL: sightline {' '.join(args)} exited {p.returncode}, wanted {rc}")
-        print(p.stdout[-2000:], p.stderr[-2000:])
-        global failures
-        failures += 1
-    return p
+def run(*args, rc=None, env_model=None, binary=SL):
+    return cli_harness.run(*args, rc=rc, env=cli_harness.env_with_model(env_model), binary=binary)
 
 
 def same_file(a, b, what):
@@ -173,5 +159,4 @@ else:
         check(want in p.stderr, f"the error names {want!r}: {p.stderr!r}")
     check("default model: none: " in info, f"info says none: {info!r}")
 
-print("default_model_cli_test:", "ok" if failures == 0 else f"{failures} failures")
-sys.exit(1 if failures else 0)
+sys.exit(cli_harness.finish("default_model_cli"))

@@ -33,24 +33,10 @@ SL, REF, WORK = sys.argv[1], sys.argv[2], sys.argv[3]
 sys.path.insert(0, REF)
 import clip_ref  # noqa: E402
 
-failures = 0
+import cli_harness  # noqa: E402
+from cli_harness import check, run  # noqa: E402
 
-
-def check(cond, what):
-    global failures
-    if not cond:
-        failures += 1
-        print("FAIL:", what)
-
-
-def run(*args, rc=None, stdin=None):
-    p = subprocess.run([SL, *args], capture_output=True, text=True, input=stdin)
-    if rc is not None and p.returncode != rc:
-        print(f"FAIL: sightline {' '.join(args)} exited {p.returncode}, wanted {rc}")
-        print(p.stdout[-2000:], p.stderr[-2000:])
-        global failures
-        failures += 1
-    return p
+cli_harness.init(SL)
 
 
 def jsonl(p):
@@ -385,5 +371,4 @@ if rc == 77:
 else:
     check(rc == 0, "the page renders in headless Chromium with every thumbnail and box")
 
-print(f"query_cli: {failures} failures")
-sys.exit(1 if failures else 0)
+sys.exit(cli_harness.finish("query_cli"))

@@ -30,24 +30,11 @@ SL, REF, WORK = sys.argv[1], sys.argv[2], sys.argv[3]
 sys.path.insert(0, REF)
 import clip_ref  # noqa: E402
 
-failures = 0
+import cli_harness  # noqa: E402
+from cli_harness import check, run  # noqa: E402
 
+cli_harness.init(SL)
 
-def check(cond, what):
-    global failures
-    if not cond:
-        failures += 1
-        print("FAIL:", what)
-
-
-def run(*args, rc=None, stdin=None):
-    p = subprocess.run([SL, *args], capture_output=True, text=True, input=stdin)
-    if rc is not None and p.returncode != rc:
-        global failures
-        failures += 1
-        print(f"FAIL: sightline {' '.join(args)} exited {p.returncode}, wanted {rc}")
-        print(p.stdout[-2000:], p.stderr[-2000:])
-    return p
 
 
 if subprocess.run([SL, "report", "--help"], capture_output=True).returncode != 0:
@@ -230,5 +217,4 @@ if rc == 77:
 else:
     check(rc == 0, "html_check.py on the page")
 
-print("report_cli:", f"{failures} failures")
-sys.exit(1 if failures else 0)
+sys.exit(cli_harness.finish("report_cli"))
