@@ -180,7 +180,6 @@ static size_t acts_layout(sl_train_model *m, char *mem) {
             CARVE(k->fc_pre, float, R2 *M);
             CARVE(k->fc, float, R2 *M);
         }
-        CARVE(ta->out, float, B *W);
         CARVE(ta->pooled, float, B *W);
         CARVE(ta->lnf, float, B *W);
         CARVE(ta->meanf, float, B);
@@ -551,9 +550,9 @@ static sl_status att_scratch(sl_train_model *m, int maxlen) {
 /* Blocks of one tower over R rows; ta->blocks[0].res holds the input
  * stream. Only the pooled rows (idx, query row qrow within each sequence)
  * reach the loss, so the last block carries on from its attention with
- * those nseq rows only (as the encoder does): its att, res2, ln2, fc_pre,
- * fc and ta->out are [nseq, .], the stream after it (fc2 bias still
- * pending) in ta->out. */
+ * those nseq rows only (as the encoder does): its att, res2, ln2, fc_pre
+ * and fc are [nseq, .], the stream after it (fc2 bias still pending) in
+ * ta->pooled. */
 static void blocks_forward(sl_train_tower_acts *ta, const sl_train_block *w,
                            const sl_tower_config *tc, int R, const int *start, const int *len,
                            const int *idx, const int *qrow, int nseq, int maxlen, int causal,
@@ -564,7 +563,7 @@ static void blocks_forward(sl_train_tower_acts *ta, const sl_train_block *w,
         const sl_train_block *k = &w[l];
         sl_train_block_acts *a = &ta->blocks[l];
         const int last = l + 1 == L, R2 = last ? nseq : R;
-        float *next = last ? ta->out : ta->blocks[l + 1].res;
+        float *next = last ? ta->pooled : ta->blocks[l + 1].res;
         /* ln1 = LN1(res += pending fc2 bias) */
         sl_op_residual_layernorm_forward(a->ln1, a->mean1, a->rstd1, a->res,
                                          l ? w[l - 1].fc2_b : NULL, k->ln1_w, k->ln1_b, R, W,
@@ -591,13 +590,12 @@ static void blocks_forward(sl_train_tower_acts *ta, const sl_train_block *w,
     }
 }
 
-/* Final LN of ta->out (the pooled rows, folding the last fc2 bias),
+/* Final LN of ta->pooled (the pooled rows, folding the last fc2 bias),
  * projection, L2 normalisation: ta->emb [B, D]. */
 static void head_forward(sl_train_tower_acts *ta, const sl_train_block *w,
                          const sl_tower_config *tc, const float *ln_w, const float *ln_b,
                          const float *proj, int B, int D) {
     const int W = tc->width;
-    memcpy(ta->pooled, ta->out, (size_t)B * W * sizeof(float));
     sl_op_residual_layernorm_forward(ta->lnf, ta->meanf, ta->rstdf, ta->pooled,
                                      w[tc->layers - 1].fc2_b, ln_w, ln_b, B, W, tc->ln_eps);
     sl_op_matmul_forward(ta->feat, D, ta->lnf, W, proj, 0, NULL, B, W, D, SL_OP_ACT_NONE, 0);
@@ -701,7 +699,7 @@ static void tower_backward(sl_train_acts *a, sl_train_tower_acts *ta, const sl_t
     const sl_op_act act = clip_op_act(tc->act);
     const size_t RW = (size_t)R * W;
     /* Head: L2 norm, projection, final LN (+ the folded fc2 bias). d_pool
-     * [B, W]: the gradient of ta->out (the pooled rows after the last
+     * [B, W]: the gradient of ta->pooled (the pooled rows after the last
      * block). */
     zero(a->d_feat, (size_t)B * D);
     sl_op_l2_normalize_backward(a->d_feat, demb, ta->emb, ta->norm, B, D);

@@ -114,8 +114,8 @@ typedef struct sl_train_block_acts {
  * the packed sequences up to their pooled positions for the text tower). */
 typedef struct sl_train_tower_acts {
     sl_train_block_acts *blocks; /* [layers] */
-    float *out;                  /* [B, W] pooled rows after the last block (before its fc2 bias) */
-    float *pooled;               /* [B, W] out + the last fc2 bias = final LN input */
+    float *pooled;               /* [B, W] pooled rows after the last block; its fc2 bias is added
+                                    in place by the final LN forward (= the final LN input) */
     float *lnf;                  /* [B, W] final LN output */
     float *meanf, *rstdf;        /* [B] */
     float *feat;                 /* [B, D] projected embedding */

@@ -52,23 +52,22 @@ typedef struct piece {
     int decay; /* -1: not an optimized tensor (norm only) */
 } piece;
 
-/* Pieces over [0, n): tensors' ranges (decay flag from the tensor), gaps
- * between them (norm only). NULL when out of memory; *count receives the
- * number of pieces. Tensors must be sorted by offset and not overlap
- * (*sorted receives 0 otherwise, and the caller falls back to a serial
- * per-tensor update). */
+/* Pieces over [0, n): each tensor's range (decay flag from the tensor), or
+ * with no table one norm-only range (decay -1). The model's tensors tile its
+ * buffer in order without gaps (trainer/model.c); *tiled receives 0 when a
+ * table does not, and nothing is returned. NULL also when out of memory;
+ * *count receives the number of pieces. */
 static piece *make_pieces(const sl_train_tensor *tab, size_t nt, size_t n, int use_decay,
-                          size_t *count, int *sorted) {
-    *sorted = 1;
-    size_t need = n / CHUNK + 2 * nt + 2, k = 0, at = 0;
+                          size_t *count, int *tiled) {
+    size_t at = 0, k = 0;
     for (size_t ti = 0; ti < nt; ti++) {
-        const sl_train_tensor *t = &tab[ti];
-        if (t->offset < at || t->offset + t->count > n) *sorted = 0;
-        at = t->offset + t->count;
+        if (tab[ti].offset != at) break;
+        at += tab[ti].count;
     }
-    piece *p = malloc(need * sizeof *p);
+    *tiled = tab ? at == n : 1;
+    if (!*tiled) return NULL;
+    piece *p = malloc((n / CHUNK + nt + 1) * sizeof *p);
     if (!p) return NULL;
-    at = 0;
 #define CUT(lo, len, dec)                                                                          \
     for (size_t o_ = 0; o_ < (len); o_ += CHUNK) {                                                 \
         p[k].off = (lo) + o_;                                                                      \
@@ -76,15 +75,12 @@ static piece *make_pieces(const sl_train_tensor *tab, size_t nt, size_t n, int u
         p[k].decay = (dec);                                                                        \
         k++;                                                                                       \
     }
-    if (*sorted) {
-        for (size_t ti = 0; ti < nt; ti++) {
-            const sl_train_tensor *t = &tab[ti];
-            if (t->offset > at) CUT(at, t->offset - at, -1);
-            CUT(t->offset, t->count, use_decay && t->decay);
-            at = t->offset + t->count;
-        }
+    if (tab) {
+        for (size_t ti = 0; ti < nt; ti++)
+            CUT(tab[ti].offset, tab[ti].count, use_decay && tab[ti].decay)
+    } else {
+        CUT((size_t)0, n, -1)
     }
-    if (at < n) CUT(at, n - at, -1);
 #undef CUT
     *count = k;
     return p;
@@ -121,10 +117,10 @@ static double pieces_norm2(const sl_train_model *m, const piece *pc, size_t np, 
 
 double sl_grad_norm(const sl_train_model *m, double scale) {
     size_t np = 0;
-    int sorted;
+    int tiled;
     /* the pieces only change the summation order; fall back to one serial
      * sum when out of memory */
-    piece *pc = make_pieces(NULL, 0, m->num_params, 0, &np, &sorted);
+    piece *pc = make_pieces(NULL, 0, m->num_params, 0, &np, &tiled);
     double *part = pc ? malloc((np ? np : 1) * sizeof *part) : NULL;
     double s =
         part ? pieces_norm2(m, pc, np, part, scale) : sumsq(m->grads_mem, m->num_params, scale);
@@ -191,9 +187,12 @@ sl_status sl_adamw_step(sl_adamw *opt, sl_train_model *m, double lr, double grad
     if (!isfinite(lr) || !isfinite(grad_scale))
         return sl_set_error(SL_ERR_INVALID, "sl_adamw_step: non-finite lr or scale");
     size_t np = 0;
-    int sorted;
+    int tiled;
     piece *pc = make_pieces(m->tensors, m->num_tensors, m->num_params, opt->cfg.weight_decay != 0,
-                            &np, &sorted);
+                            &np, &tiled);
+    if (!tiled)
+        return sl_set_error(SL_ERR_INVALID,
+                            "sl_adamw_step: the model's tensors do not tile its parameter buffer");
     double *part = pc ? malloc((np ? np : 1) * sizeof *part) : NULL;
     if (!part) {
         free(pc);
@@ -228,32 +227,16 @@ sl_status sl_adamw_step(sl_adamw *opt, sl_train_model *m, double lr, double grad
                       (float)sqrt(bc2),
                       (float)opt->cfg.eps,
                       (float)(1.0 - lr * opt->cfg.weight_decay)};
-    if (sorted) {
 #pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < np; i++) {
-            const piece *q = &pc[i];
-            if (q->decay < 0) {
-                if (!clip) part[i] = sumsq(m->grads_mem + q->off, q->n, grad_scale);
-                continue;
-            }
-            adam_piece(m->params_mem + q->off, m->grads_mem + q->off, opt->m + q->off,
-                       opt->v + q->off, q->n, q->decay, &k, grad_scale, clip ? NULL : &part[i]);
-        }
-        if (!clip) {
-            double s = 0;
-            for (size_t i = 0; i < np; i++) s += part[i];
-            norm = sqrt(s);
-        }
-    } else {
-        /* unordered tensor table: serial per tensor (pieces hold the whole
-         * buffer for the norm only) */
-        if (!clip) norm = sqrt(pieces_norm2(m, pc, np, part, grad_scale));
-        for (size_t ti = 0; ti < m->num_tensors; ti++) {
-            const sl_train_tensor *tn = &m->tensors[ti];
-            adam_piece(m->params_mem + tn->offset, m->grads_mem + tn->offset, opt->m + tn->offset,
-                       opt->v + tn->offset, tn->count, tn->decay && opt->cfg.weight_decay != 0, &k,
-                       grad_scale, NULL);
-        }
+    for (size_t i = 0; i < np; i++) {
+        const piece *q = &pc[i];
+        adam_piece(m->params_mem + q->off, m->grads_mem + q->off, opt->m + q->off, opt->v + q->off,
+                   q->n, q->decay, &k, grad_scale, clip ? NULL : &part[i]);
+    }
+    if (!clip) {
+        double s = 0;
+        for (size_t i = 0; i < np; i++) s += part[i];
+        norm = sqrt(s);
     }
     free(part);
     free(pc);
