@@ -90,6 +90,38 @@ sl_status sl_fsync_parent_dir(const char *path) {
     return st;
 }
 
+sl_status sl_read_input(const char *path, size_t max_bytes, char **out, size_t *len) {
+    if (strcmp(path, "-") != 0) return sl_read_file(path, max_bytes, out, len);
+    *out = NULL;
+    *len = 0;
+    size_t cap = 1 << 16, n = 0, got;
+    char *b = malloc(cap);
+    if (!b) return sl_set_error(SL_ERR_NOMEM, "stdin: out of memory");
+    while ((got = fread(b + n, 1, cap - n - 1, stdin)) > 0) {
+        n += got;
+        if (n + 1 < cap) continue;
+        if (n > max_bytes) {
+            free(b);
+            return sl_set_error(SL_ERR_LIMIT, "stdin: more than the limit of %zu bytes", max_bytes);
+        }
+        char *nb = realloc(b, cap * 2);
+        if (!nb) {
+            free(b);
+            return sl_set_error(SL_ERR_NOMEM, "stdin: out of memory");
+        }
+        b = nb;
+        cap *= 2;
+    }
+    if (n > max_bytes) {
+        free(b);
+        return sl_set_error(SL_ERR_LIMIT, "stdin: more than the limit of %zu bytes", max_bytes);
+    }
+    b[n] = '\0';
+    *out = b;
+    *len = n;
+    return SL_OK;
+}
+
 sl_status sl_write_file_atomic(const char *path, const void *data, size_t len) {
     size_t plen = strlen(path);
     char *tmp = malloc(plen + 32);

@@ -84,39 +84,13 @@ static void lines_free(line_list *l) {
 
 #define MAX_INPUT ((size_t)1 << 30) /* 1 GiB of queries */
 
-static sl_status read_all(const char *path, char **buf, size_t *len) {
-    if (strcmp(path, "-") != 0) return sl_read_file(path, MAX_INPUT, buf, len);
-    size_t cap = 1 << 16, n = 0, r;
-    char *b = malloc(cap);
-    if (!b) return sl_set_error(SL_ERR_NOMEM, "stdin: out of memory");
-    while ((r = fread(b + n, 1, cap - n - 1, stdin)) > 0) {
-        n += r;
-        if (n + 1 < cap) continue;
-        if (cap > MAX_INPUT) {
-            free(b);
-            return sl_set_error(SL_ERR_LIMIT, "stdin: more than 1 GiB of queries");
-        }
-        char *nb = realloc(b, cap * 2);
-        if (!nb) {
-            free(b);
-            return sl_set_error(SL_ERR_NOMEM, "stdin: out of memory");
-        }
-        b = nb;
-        cap *= 2;
-    }
-    b[n] = '\0';
-    *buf = b;
-    *len = n;
-    return SL_OK;
-}
-
 /* Queries of a file or stdin: one per line, '\r' before '\n' dropped, blank
  * lines kept (they are answered with an error), no empty last line. A NUL
  * byte ends its line's query. */
 static sl_status read_queries(const char *path, line_list *out) {
     char *buf;
     size_t len;
-    sl_status st = read_all(path, &buf, &len);
+    sl_status st = sl_read_input(path, MAX_INPUT, &buf, &len);
     if (st) return st;
     size_t start = 0;
     for (size_t i = 0; i <= len && st == SL_OK; i++) {

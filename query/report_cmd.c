@@ -185,34 +185,11 @@ static sl_status read_line(const char *file, size_t line, json_t *o, char **quer
     return SL_OK;
 }
 
-static sl_status read_stdin(char **buf, size_t *len) {
-    size_t cap = 1 << 16, n = 0, got;
-    char *b = malloc(cap);
-    if (!b) return sl_set_error(SL_ERR_NOMEM, "stdin: out of memory");
-    while ((got = fread(b + n, 1, cap - n - 1, stdin)) > 0) {
-        n += got;
-        if (n + 1 < cap) continue;
-        char *nb = cap > MAX_RESULTS_BYTES ? NULL : realloc(b, cap * 2);
-        if (!nb) {
-            free(b);
-            return sl_set_error(SL_ERR_LIMIT, "stdin: more than %zu bytes or out of memory",
-                                MAX_RESULTS_BYTES);
-        }
-        b = nb;
-        cap *= 2;
-    }
-    b[n] = '\0';
-    *buf = b;
-    *len = n;
-    return SL_OK;
-}
-
 /* Read every line of a --results file (blank lines skipped). */
 static sl_status read_results(const char *path, result_file *f) {
     char *buf = NULL;
     size_t len = 0, cap = 0;
-    sl_status st = strcmp(path, "-") ? sl_read_file(path, MAX_RESULTS_BYTES, &buf, &len)
-                                     : read_stdin(&buf, &len);
+    sl_status st = sl_read_input(path, MAX_RESULTS_BYTES, &buf, &len);
     if (st) return st;
     f->path = path;
     size_t start = 0, line = 0;

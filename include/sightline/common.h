@@ -135,6 +135,10 @@ double sl_now(void);
  * `max_bytes`. The caller frees *out. */
 sl_status sl_read_file(const char *path, size_t max_bytes, char **out, size_t *len);
 
+/* As sl_read_file, and "-" reads standard input to its end (SL_ERR_LIMIT
+ * beyond `max_bytes`). */
+sl_status sl_read_input(const char *path, size_t max_bytes, char **out, size_t *len);
+
 /* Replace `path` atomically with `len` bytes: write "<path>.tmp.<pid>",
  * fsync it, rename over `path`, fsync the directory. On failure `path` is
  * untouched and the temp file removed. */
