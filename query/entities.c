@@ -24,7 +24,7 @@
 typedef struct xnode {
     char name[XML_MAX_NAME]; /* element name */
     char *text;              /* character data directly inside (decoded, owned) or NULL */
-    size_t text_len;
+    size_t text_len, text_cap;
     int line;        /* line of the start tag */
     int parent;      /* index of the parent, -1 for the root */
     int first_child; /* first child element, -1 when none */
@@ -100,9 +100,17 @@ static sl_status xname(xpos *p, const xdoc *d, char *out, const char *what) {
  * node `k`'s text. */
 static sl_status xappend_text(xdoc *d, int k, const char *buf, size_t s, size_t e, int line) {
     xnode *nd = &d->nodes[k];
-    char *t = realloc(nd->text, nd->text_len + (e - s) + 1);
-    if (!t) return sl_set_error(SL_ERR_NOMEM, "%s: out of memory", d->file);
-    nd->text = t;
+    char *t = nd->text;
+    size_t need = nd->text_len + (e - s) + 1;
+    if (need > nd->text_cap) {
+        /* grow geometrically: an element's text comes in one piece per
+         * child element, and growing by each piece copies quadratically */
+        size_t nc = nd->text_cap * 2 > need ? nd->text_cap * 2 : need;
+        if (!(t = realloc(nd->text, nc)))
+            return sl_set_error(SL_ERR_NOMEM, "%s: out of memory", d->file);
+        nd->text = t;
+        nd->text_cap = nc;
+    }
     size_t o = nd->text_len;
     for (size_t i = s; i < e;) {
         if (buf[i] == '\n') line++;
@@ -684,7 +692,8 @@ static int str_cmp(const void *a, const void *b) {
 
 /* Fail when a sorted copy of ids has a duplicate (named with its line). */
 static sl_status check_unique(const char *path, char **ids, const int *lines, size_t n) {
-    char **sorted = malloc((n ? n : 1) * sizeof *sorted);
+    if (n < 2) return SL_OK; /* (an empty list has ids == NULL: no memcpy from it) */
+    char **sorted = malloc(n * sizeof *sorted);
     if (!sorted) return sl_set_error(SL_ERR_NOMEM, "%s: out of memory", path);
     memcpy(sorted, ids, n * sizeof *sorted);
     qsort(sorted, n, sizeof *sorted, str_cmp);
@@ -804,6 +813,7 @@ static sl_status list_sentences(const char *dir, char ***ids_out, size_t *n_out)
 typedef struct sent_ctx {
     sl_ground_set *set;
     const ent_table *ents;
+    const char *path; /* the sentence file, for messages */
     int line;
 } sent_ctx;
 
@@ -811,10 +821,13 @@ static sl_status on_phrase(void *vctx, const char *entity, const char *types, co
     sent_ctx *c = vctx;
     uint32_t mask;
     sl_status st = sl_ground_set_types(c->set, types, &mask);
-    if (st) return st;
+    if (st) /* the set's message names neither the file nor the line */
+        return sl_wrap_error(st, "%s:%d: ", c->path, c->line);
     const ent_rec *r = ent_find(c->ents, entity);
-    if (r && r->boxes > 0)
-        return sl_ground_set_add_phrase(c->set, words, entity, mask, r->box, r->boxes, c->line);
+    if (r && r->boxes > 0) {
+        st = sl_ground_set_add_phrase(c->set, words, entity, mask, r->box, r->boxes, c->line);
+        return st ? sl_wrap_error(st, "%s:%d: ", c->path, c->line) : SL_OK;
+    }
     /* no box: skipped, by reason */
     int notvisual = 0;
     for (int t = 0; t < c->set->n_types; t++)
@@ -846,7 +859,7 @@ static sl_status load_image(const char *dir, const char *id, sl_ground_set *set)
     size_t len = 0;
     if ((st = sl_read_file(sp, SL_GROUND_MAX_TEXT, &buf, &len))) goto done;
     if ((st = sl_ground_set_add_image(set, id, fname, ents.width, ents.height))) goto done;
-    sent_ctx ctx = {set, &ents, 0};
+    sent_ctx ctx = {set, &ents, sp, 0};
     int line = 1;
     for (size_t s = 0; s <= len; line++) {
         size_t e = s;
