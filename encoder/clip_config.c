@@ -208,6 +208,19 @@ sl_status clip_config_read_hf(const char *path, sl_clip_config *cfg) {
         (st = get_int(vc, "image_size", 1, 4096, &cfg->image_size, path, "vision_config")) ||
         (st = get_int(vc, "patch_size", 1, 4096, &cfg->patch_size, path, "vision_config")))
         goto done;
+    json_t *pt = json_object_get(root, "patch_tokens");
+    if (pt && !json_is_null(pt)) {
+        const char *v = json_is_string(pt) ? json_string_value(pt) : "";
+        if (!strcmp(v, "value"))
+            cfg->patch_tokens = SL_PATCH_TOKENS_VALUE;
+        else if (!strcmp(v, "final"))
+            cfg->patch_tokens = SL_PATCH_TOKENS_FINAL;
+        else {
+            st = sl_set_error(SL_ERR_FORMAT, "%s: patch_tokens: expected \"value\" or \"final\"",
+                              path);
+            goto done;
+        }
+    }
     cfg->logit_scale = ls;
     cfg->eos_token_id = eos;
     /* Legacy configs (eos_token_id 2) pool at the largest id, as HF does. */

@@ -114,10 +114,13 @@ static void qkv_forward(float *qkv, const float *ln, const clip_block_w *k, int 
 
 /* The transformer blocks of one tower over a.x [R, W] (sequences in
  * a.start/a.len). With `pooled_only`, the last block finishes only the
- * rows a.idx (query rows a.qrow) into a.xc [n, W]. Returns the bias still
- * pending on the residual stream (fc2's of the last block). */
+ * rows a.idx (query rows a.qrow) into a.xc [n, W]. With `value_out`
+ * [R, W], the last block also writes every row's value path there:
+ * out_proj(v_proj(LN1(x))) with its bias, no attention mixing. Returns the
+ * bias still pending on the residual stream (fc2's of the last block). */
 static const float *tower_blocks(acts *a, const clip_block_w *blocks, const sl_tower_config *tc,
-                                 int R, int n, int maxlen, int causal, int pooled_only) {
+                                 int R, int n, int maxlen, int causal, int pooled_only,
+                                 float *value_out) {
     const int W = tc->width, M = tc->mlp_width;
     const sl_op_act act = clip_op_act(tc->act);
     const float *pending = NULL;
@@ -127,6 +130,9 @@ static const float *tower_blocks(acts *a, const clip_block_w *blocks, const sl_t
         sl_op_residual_layernorm_forward(a->ln, NULL, NULL, a->x, pending, k->ln1_w, k->ln1_b, R, W,
                                          tc->ln_eps);
         qkv_forward(a->qkv, a->ln, k, R, W);
+        if (value_out && l == tc->layers - 1)
+            sl_op_matmul_forward(value_out, W, a->qkv + 2 * W, 3 * W, k->o_w, 0, k->o_b, R, W, W,
+                                 SL_OP_ACT_NONE, 0);
         if (!(pooled_only && l == tc->layers - 1)) {
             /* att [R, W] = MHA(qkv); x += att . Wo^T (bias pending) */
             sl_op_attention_forward(a->att, W, a->qkv, a->start, a->len, NULL, n, W, tc->heads,
@@ -189,15 +195,28 @@ sl_status clip_forward_images(sl_encoder *enc, const float *pixels, int n, float
     /* x = LN_pre(x) (in place: the residual stream starts after it). */
     sl_op_residual_layernorm_forward(a.x, NULL, NULL, a.x, NULL, w->pre_w, w->pre_b, R, W,
                                      c->vision.ln_eps);
-    const int pooled_only = patches == NULL;
-    const float *pending =
-        tower_blocks(&a, w->v_blocks, &c->vision, R, n, T, /*causal=*/0, pooled_only);
+    /* Value-path patches: the class tokens need only the pooled rows of
+     * the last block; the patches come from its value path (in att, which
+     * the pooled-only block leaves unused). */
+    const int value = patches && enc->patch_tokens == SL_PATCH_TOKENS_VALUE;
+    const int pooled_only = patches == NULL || value;
+    const float *pending = tower_blocks(&a, w->v_blocks, &c->vision, R, n, T, /*causal=*/0,
+                                        pooled_only, value ? a.att : NULL);
     if (pooled_only) {
         /* out [n, D] = LN_post(xc += pending) . proj */
         sl_op_residual_layernorm_forward(a.lnc, NULL, NULL, a.xc, pending, w->post_w, w->post_b, n,
                                          W, c->vision.ln_eps);
         sl_op_matmul_forward(out, D, a.lnc, W, w->v_proj, w->v_proj_kn, NULL, n, W, D,
                              SL_OP_ACT_NONE, 0);
+        if (!value) return SL_OK;
+        /* patches: hid [R, D] = LN_post(att) . proj, patch rows only kept */
+        sl_op_residual_layernorm_forward(a.ln, NULL, NULL, a.att, NULL, w->post_w, w->post_b, R, W,
+                                         c->vision.ln_eps);
+        sl_op_matmul_forward(a.hid, D, a.ln, W, w->v_proj, w->v_proj_kn, NULL, R, W, D,
+                             SL_OP_ACT_NONE, 0);
+        for (int b = 0; b < n; b++)
+            memcpy(patches + (size_t)b * P * D, a.hid + ((size_t)b * T + 1) * D,
+                   sizeof(float) * (size_t)P * D);
         return SL_OK;
     }
     /* Every row: hid [R, D] = LN_post(x += pending) . proj, then split. */
@@ -267,7 +286,7 @@ sl_status clip_forward_texts(sl_encoder *enc, const int32_t *tokens, int n, floa
         }
     const int pooled_only = tokens_out == NULL;
     const float *pending =
-        tower_blocks(&a, w->t_blocks, &c->text, R, n, maxlen, /*causal=*/1, pooled_only);
+        tower_blocks(&a, w->t_blocks, &c->text, R, n, maxlen, /*causal=*/1, pooled_only, NULL);
     if (pooled_only) {
         sl_op_residual_layernorm_forward(a.lnc, NULL, NULL, a.xc, pending, w->final_w, w->final_b,
                                          n, W, c->text.ln_eps);

@@ -11,6 +11,10 @@
 #include "sightline/safetensors.h"
 #include "kernels/cpu/ops.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* ------------------------------------------------------------------------ */
 /* Weights                                                                  */
 /* ------------------------------------------------------------------------ */
@@ -78,7 +82,9 @@ struct sl_encoder {
     clip_weights w;
     sl_tokenizer *tok;
     clip_workspace ws;
-    char *path; /* the weights file (for messages) */
+    char *path;                   /* the weights file (for messages) */
+    sl_patch_tokens patch_tokens; /* resolved: VALUE or FINAL */
+    struct clip_gpu *gpu;         /* the CUDA copy of the model, or NULL for the CPU */
 };
 
 /* ---- clip_config.c ------------------------------------------------------- */
@@ -147,5 +153,9 @@ static inline sl_op_act clip_op_act(sl_activation a) {
             return SL_OP_ACT_QUICK_GELU;
     }
 }
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

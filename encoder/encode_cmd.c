@@ -32,6 +32,10 @@ void sl_cmd_encode_help(FILE *out) {
           "                    'sightline info' shows which)\n"
           "  --out OUT.npy     embeddings [N, D]\n"
           "  --patches P.npy   also write projected patch tokens [N, P, D] (images only)\n"
+          "  --patch-tokens value|final\n"
+          "                    which patch embeddings (default: the model's, else value: the\n"
+          "                    last block's value path; final: its output rows)\n"
+          "  --device NAME     cpu (default), cuda[:N] or cuda-f32[:N]\n"
           "  --no-normalize    keep raw projections\n"
           "  --batch N         images or texts per forward pass (default 32)\n"
           "  --threads N       compute threads (default: all cores)\n"
@@ -391,6 +395,8 @@ int sl_cmd_encode(int argc, char **argv) {
         O_TOKENS,
         O_OUT,
         O_PATCHES,
+        O_PATCH_TOKENS,
+        O_DEVICE,
         O_NONORM,
         O_BATCH,
         O_THREADS,
@@ -405,6 +411,8 @@ int sl_cmd_encode(int argc, char **argv) {
                                              {"tokens", required_argument, 0, O_TOKENS},
                                              {"out", required_argument, 0, O_OUT},
                                              {"patches", required_argument, 0, O_PATCHES},
+                                             {"patch-tokens", required_argument, 0, O_PATCH_TOKENS},
+                                             {"device", required_argument, 0, O_DEVICE},
                                              {"no-normalize", no_argument, 0, O_NONORM},
                                              {"batch", required_argument, 0, O_BATCH},
                                              {"threads", required_argument, 0, O_THREADS},
@@ -413,8 +421,9 @@ int sl_cmd_encode(int argc, char **argv) {
                                              {"help", no_argument, 0, O_HELP},
                                              {0, 0, 0, 0}};
     const char *model = NULL, *images = NULL, *pixels = NULL, *texts = NULL, *tokens = NULL;
-    const char *out = NULL, *patches = NULL;
-    int normalize = 1, quiet = 0;
+    const char *out = NULL, *patches = NULL, *device = NULL;
+    sl_patch_tokens patch_tokens = SL_PATCH_TOKENS_DEFAULT;
+    int normalize = 1, quiet = 0, cuda, bf16;
     long long batch = 32, threads = 0, max_pixels = 100000000;
     optind = 1;
     opterr = 0;
@@ -441,6 +450,21 @@ int sl_cmd_encode(int argc, char **argv) {
                 break;
             case O_PATCHES:
                 patches = optarg;
+                break;
+            case O_PATCH_TOKENS:
+                if (!strcmp(optarg, "value"))
+                    patch_tokens = SL_PATCH_TOKENS_VALUE;
+                else if (!strcmp(optarg, "final"))
+                    patch_tokens = SL_PATCH_TOKENS_FINAL;
+                else
+                    goto bad_value;
+                break;
+            case O_DEVICE:
+                if (sl_device_parse(optarg, &cuda, &bf16)) {
+                    fprintf(stderr, "sightline encode: %s\n", sl_last_error());
+                    return SL_EXIT_USAGE;
+                }
+                device = optarg;
                 break;
             case O_NONORM:
                 normalize = 0;
@@ -482,7 +506,7 @@ int sl_cmd_encode(int argc, char **argv) {
         return SL_EXIT_USAGE;
     }
 
-    sl_encoder_opts eo = {.threads = (int)threads};
+    sl_encoder_opts eo = {.threads = (int)threads, .patch_tokens = patch_tokens, .device = device};
     sl_encoder *enc = NULL;
     char *default_model = NULL;
     if (sl_model_or_default(model, &model, &default_model) != SL_OK ||

@@ -3,6 +3,7 @@
  * the files of a model, read its config, bind its weights, and run the
  * towers in chunks of inputs sized for the workspace.
  */
+#include "encoder/clip_gpu.h"
 #include "encoder/clip_internal.h"
 #include "kernels/kernels.h"
 
@@ -38,6 +39,7 @@ static char *dir_of(const char *path) {
 
 void sl_encoder_free(sl_encoder *enc) {
     if (!enc) return;
+    clip_gpu_free(enc->gpu);
     clip_weights_free(&enc->w);
     sl_safetensors_free(enc->st);
     sl_tokenizer_free(enc->tok);
@@ -114,6 +116,21 @@ sl_status sl_encoder_open(const char *path, const sl_encoder_opts *opts, sl_enco
     free(vocab);
     free(merges);
     if (has_tok && (st = sl_tokenizer_open_dir(dir, &enc->tok))) goto fail;
+    enc->patch_tokens = opts && opts->patch_tokens ? opts->patch_tokens
+                        : enc->cfg.patch_tokens    ? (sl_patch_tokens)enc->cfg.patch_tokens
+                                                   : SL_PATCH_TOKENS_VALUE;
+    if (enc->patch_tokens != SL_PATCH_TOKENS_VALUE && enc->patch_tokens != SL_PATCH_TOKENS_FINAL) {
+        st = sl_set_error(SL_ERR_INVALID, "sl_encoder_open: unknown patch_tokens %d",
+                          (int)enc->patch_tokens);
+        goto fail;
+    }
+    int cuda = -1, bf16 = 1;
+    if ((st = sl_device_parse(opts ? opts->device : NULL, &cuda, &bf16))) goto fail;
+    if (cuda >= 0) {
+        sl_clip_config gc = enc->cfg; /* with the resolved patch tokens */
+        gc.patch_tokens = enc->patch_tokens;
+        if ((st = clip_gpu_open(cuda, bf16, &gc, &enc->w, enc->path, &enc->gpu))) goto fail;
+    }
     if (opts && opts->threads > 0) {
         omp_set_num_threads(opts->threads);
         openblas_set_num_threads(opts->threads);
@@ -127,12 +144,45 @@ fail:
     return st;
 }
 
+sl_status sl_device_parse(const char *name, int *cuda, int *bf16) {
+    *cuda = -1;
+    *bf16 = 1;
+    if (!name || !strcmp(name, "cpu")) return SL_OK;
+    const char *rest = NULL;
+    if (!strncmp(name, "cuda-f32", 8)) {
+        rest = name + 8;
+        *bf16 = 0;
+    } else if (!strncmp(name, "cuda", 4)) {
+        rest = name + 4;
+    }
+    if (rest && *rest == '\0') {
+        *cuda = 0;
+        return SL_OK;
+    }
+    if (rest && *rest == ':' && rest[1] >= '0' && rest[1] <= '9') {
+        char *end;
+        long v = strtol(rest + 1, &end, 10);
+        if (*end == '\0' && v >= 0 && v < 1024) {
+            *cuda = (int)v;
+            return SL_OK;
+        }
+    }
+    *cuda = -1;
+    return sl_set_error(SL_ERR_INVALID,
+                        "unknown device '%s' (expected cpu, cuda, cuda:N, cuda-f32 or cuda-f32:N)",
+                        name);
+}
+
 const sl_clip_config *sl_encoder_config(const sl_encoder *enc) {
     return enc ? &enc->cfg : NULL;
 }
 
 const sl_tokenizer *sl_encoder_tokenizer(const sl_encoder *enc) {
     return enc ? enc->tok : NULL;
+}
+
+sl_patch_tokens sl_encoder_patch_tokens(const sl_encoder *enc) {
+    return enc ? enc->patch_tokens : SL_PATCH_TOKENS_VALUE;
 }
 
 size_t sl_encoder_workspace_bytes(const sl_encoder *enc) {
@@ -152,10 +202,13 @@ sl_status sl_encoder_encode_images(sl_encoder *enc, const float *pixels, size_t 
     const size_t P = (size_t)sl_clip_num_patches(c), T = P + 1;
     size_t chunk = CHUNK_ROWS / T;
     if (chunk < 1) chunk = 1;
+    if (enc->gpu) chunk = CLIP_GPU_MAX_IMAGES; /* it chunks further itself */
     for (size_t i = 0; i < n; i += chunk) {
         size_t m = n - i < chunk ? n - i : chunk;
-        sl_status st = clip_forward_images(enc, pixels + i * 3 * S * S, (int)m, out + i * D,
-                                           patches ? patches + i * P * D : NULL);
+        const float *px = pixels + i * 3 * S * S;
+        float *pp = patches ? patches + i * P * D : NULL;
+        sl_status st = enc->gpu ? clip_gpu_forward_images(enc->gpu, px, (int)m, out + i * D, pp)
+                                : clip_forward_images(enc, px, (int)m, out + i * D, pp);
         if (st) return st;
     }
     if (normalize) sl_cpu_l2_normalize_rows(out, n, D);
@@ -180,6 +233,13 @@ sl_status sl_encoder_encode_tokens(sl_encoder *enc, const int32_t *tokens, size_
     /* Chunks of about CHUNK_ROWS rows (each sequence counts up to its pooled
      * position, or whole with tokens_out). */
     size_t i = 0;
+    while (enc->gpu && i < n) { /* in slices of CLIP_GPU_MAX_SEQS; it chunks by rows itself */
+        size_t m = n - i < CLIP_GPU_MAX_SEQS ? n - i : CLIP_GPU_MAX_SEQS;
+        sl_status st = clip_gpu_forward_texts(enc->gpu, tokens + i * ctx, (int)m, out + i * D,
+                                              tokens_out ? tokens_out + i * ctx * D : NULL);
+        if (st) return st;
+        i += m;
+    }
     while (i < n) {
         size_t m = 0, rows = 0;
         while (i + m < n) {

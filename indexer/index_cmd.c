@@ -4,6 +4,7 @@
  */
 #include "cli/commands.h"
 #include "sightline/default_model.h"
+#include "sightline/encoder.h"
 #include "sightline/indexer.h"
 #include "sightline/npy.h"
 #include "sightline/query.h"
@@ -60,6 +61,7 @@ void sl_cmd_index_help(FILE *out) {
         "                       (default 20%); past it nothing is removed\n"
         "  --force              remove even past --max-delete or with a source missing\n"
         "  --wait               wait for a concurrent run instead of exiting 75\n"
+        "  --device NAME        cpu (default), cuda[:N] or cuda-f32[:N]\n"
         "  --threads N          compute threads (default: all cores)\n"
         "  --batch N            images per forward pass (default 32)\n"
         "  --max-pixels N       refuse images declaring more pixels (default 100000000)\n"
@@ -84,7 +86,7 @@ void sl_cmd_index_help(FILE *out) {
 /* Options shared by every action. */
 typedef struct index_args {
     const char *action;
-    const char *index, *model, *type, *texts, *out;
+    const char *index, *model, *type, *texts, *out, *device;
     const char **sources;
     size_t nsources;
     const char **include, **exclude;
@@ -164,6 +166,7 @@ static int parse_args(int argc, char **argv, index_args *a) {
         O_MAXDEL,
         O_FORCE,
         O_WAIT,
+        O_DEVICE,
         O_THREADS,
         O_BATCH,
         O_MAXPIX,
@@ -193,6 +196,7 @@ static int parse_args(int argc, char **argv, index_args *a) {
                                        {"max-delete", required_argument, 0, O_MAXDEL},
                                        {"force", no_argument, 0, O_FORCE},
                                        {"wait", no_argument, 0, O_WAIT},
+                                       {"device", required_argument, 0, O_DEVICE},
                                        {"threads", required_argument, 0, O_THREADS},
                                        {"batch", required_argument, 0, O_BATCH},
                                        {"max-pixels", required_argument, 0, O_MAXPIX},
@@ -263,6 +267,15 @@ static int parse_args(int argc, char **argv, index_args *a) {
             case O_WAIT:
                 a->wait = 1;
                 break;
+            case O_DEVICE: {
+                int cuda, bf16;
+                if (sl_device_parse(optarg, &cuda, &bf16)) {
+                    fprintf(stderr, "sightline index: %s\n", sl_last_error());
+                    return -2;
+                }
+                a->device = optarg;
+                break;
+            }
             case O_THREADS:
                 if (parse_int(optarg, 1, 1024, &a->threads)) goto bad;
                 break;
@@ -356,6 +369,7 @@ static int run_update(index_args *a, int build) {
                        .region = a->region,
                        .create = build,
                        .threads = a->threads,
+                       .device = a->device,
                        .batch = a->batch,
                        .max_delete = a->max_delete,
                        .force = a->force,
@@ -455,8 +469,11 @@ static int do_stats(index_args *a) {
         sl_store_abandon(s);
         return fail("stats");
     }
-    char *sources = NULL;
+    char *sources = NULL, *patch_kind = NULL;
     sl_store_get_state(s, "sources", &sources);
+    sl_store_get_state(s, "patch_tokens", &patch_kind);
+    /* region indexes from before the kind was recorded hold final rows */
+    const char *pk = sl_store_patches(s) ? (patch_kind ? patch_kind : "final") : "none";
     stats_ctx c = {.failed = json_array(), .json = a->json};
     if (a->json) {
         json_t *o = json_object();
@@ -468,6 +485,7 @@ static int do_stats(index_args *a) {
         json_object_set_new(o, "regions", json_integer((json_int_t)r.count[SL_COLL_REGIONS]));
         json_object_set_new(o, "dim", json_integer(sl_store_dim(s)));
         json_object_set_new(o, "patches", json_integer(sl_store_patches(s)));
+        json_object_set_new(o, "patch_tokens", json_string(pk));
         json_object_set_new(o, "index_type", json_string(sl_store_index_type(s)));
         json_object_set_new(o, "model", json_string(sl_store_model(s)));
         json_object_set_new(o, "disk_bytes", json_integer((json_int_t)sl_store_disk_bytes(s)));
@@ -484,8 +502,8 @@ static int do_stats(index_args *a) {
         printf("images     %llu (of %llu files; %llu failed)\n", (unsigned long long)r.indexed,
                (unsigned long long)r.files, (unsigned long long)r.failed);
         printf("texts      %llu\n", (unsigned long long)r.count[SL_COLL_TEXTS]);
-        printf("regions    %llu (%d per image)\n", (unsigned long long)r.count[SL_COLL_REGIONS],
-               sl_store_patches(s));
+        printf("regions    %llu (%d per image, %s patch tokens)\n",
+               (unsigned long long)r.count[SL_COLL_REGIONS], sl_store_patches(s), pk);
         printf("type       %s, %d dimensions, inner product\n", sl_store_index_type(s),
                sl_store_dim(s));
         printf("model      %s\n", sl_store_model(s));
@@ -498,6 +516,7 @@ static int do_stats(index_args *a) {
         json_decref(c.failed);
     }
     free(sources);
+    free(patch_kind);
     sl_store_abandon(s);
     return SL_EXIT_OK;
 }
@@ -655,7 +674,8 @@ int sl_cmd_index(int argc, char **argv) {
             rc = fail("texts");
         } else {
             uint64_t n;
-            sl_status st = sl_index_texts(a.index, a.model, a.texts, a.threads, a.quiet, &n);
+            sl_status st =
+                sl_index_texts(a.index, a.model, a.texts, a.threads, a.device, a.quiet, &n);
             rc = st ? status_exit(st, "texts") : SL_EXIT_OK;
             if (!st) printf("%s: %llu texts indexed\n", a.index, (unsigned long long)n);
         }

@@ -567,7 +567,8 @@ static sl_status load_sources(sl_store *s, const sl_index_opts *o, char ***srcs,
 
 /* Record the sources, and the model's absolute path when one was given (an
  * update without --model uses it; its fingerprint must still match). */
-static sl_status save_sources(sl_store *s, char **srcs, size_t n, const char *model) {
+static sl_status save_sources(sl_store *s, char **srcs, size_t n, const char *model,
+                              const char *patch_tokens) {
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++) json_array_append_new(arr, json_string(srcs[i]));
     char *text = json_dumps(arr, JSON_COMPACT);
@@ -579,6 +580,7 @@ static sl_status save_sources(sl_store *s, char **srcs, size_t n, const char *mo
     char real[PATH_MAX];
     if (st == SL_OK && model && realpath(model, real))
         st = sl_store_batch_put_state(b, "model_path", real);
+    if (st == SL_OK && patch_tokens) st = sl_store_batch_put_state(b, "patch_tokens", patch_tokens);
     if (st == SL_OK) st = sl_store_batch_commit(b);
     free(text);
     return st;
@@ -648,10 +650,17 @@ sl_status sl_index_update(const sl_index_opts *o, sl_index_summary *sum) {
                             "%s: no index here (build one with 'sightline index "
                             "build')",
                             o->index_dir);
+    int cuda, bf16;
+    if ((st = sl_device_parse(o->device, &cuda, &bf16))) return st;
     if (!exists || o->model) {
         if (!o->model) return sl_set_error(SL_ERR_INVALID, "building an index needs a model");
         if ((st = sl_model_fingerprint(o->model, fp))) return st;
     }
+    /* a build opens the encoder first: a model or device that cannot be
+     * used fails before anything is written (URL lists download into the
+     * index directory during the walk) */
+    sl_encoder_opts eo = {.threads = o->threads, .device = o->device};
+    if (!exists && (st = sl_encoder_open(o->model, &eo, &r.enc))) return st;
     if (exists) {
         sl_store_opts so = {.model_fingerprint = fp[0] ? fp : NULL, .wait_lock = o->wait_lock};
         if ((st = sl_store_open(o->index_dir, &so, &r.store))) return st;
@@ -700,10 +709,8 @@ sl_status sl_index_update(const sl_index_opts *o, sl_index_summary *sum) {
     found.n = w;
     sum->seen = found.n;
 
-    /* open the encoder when needed, create the store for a build */
-    sl_encoder_opts eo = {.threads = o->threads};
+    /* create the store for a build */
     if (!r.store) {
-        if ((st = sl_encoder_open(o->model, &eo, &r.enc))) goto done;
         const sl_clip_config *cfg = sl_encoder_config(r.enc);
         char type[64];
         if (!o->index_type || !strcmp(o->index_type, "auto"))
@@ -720,7 +727,6 @@ sl_status sl_index_update(const sl_index_opts *o, sl_index_summary *sum) {
                             .wait_lock = o->wait_lock};
         if ((st = sl_store_open(o->index_dir, &so, &r.store))) goto done;
     }
-    if ((st = save_sources(r.store, srcs, nsrc, o->model))) goto done;
     r.dim = (size_t)sl_store_dim(r.store);
     r.npatch = (size_t)sl_store_patches(r.store);
 
@@ -750,41 +756,63 @@ sl_status sl_index_update(const sl_index_opts *o, sl_index_summary *sum) {
         todo[ntodo++] = &found.v[i];
     }
 
-    /* encode what changed */
-    if (ntodo) {
-        if (!r.enc) {
-            /* no --model: the one recorded at the last build or update, if unchanged */
-            char *recorded = NULL;
-            if (!o->model && (st = sl_store_get_state(r.store, "model_path", &recorded))) goto done;
-            const char *mp = o->model ? o->model : recorded;
-            if (!mp) {
-                st = sl_set_error(SL_ERR_INVALID,
-                                  "%zu new or changed images need encoding: give --model", ntodo);
-                goto done;
-            }
-            if (!o->model) {
-                if ((st = sl_model_fingerprint(mp, fp)) == SL_OK &&
-                    strcmp(fp, sl_store_model(r.store)) != 0)
-                    st = sl_set_error(SL_ERR_INVALID,
-                                      "the model recorded with the index (%s) has changed since; "
-                                      "give --model with the model the index was built with",
-                                      mp);
-                if (st) {
-                    st = sl_wrap_error(st, "%zu new or changed images need encoding: ", ntodo);
-                    free(recorded);
-                    goto done;
-                }
-            }
-            st = sl_encoder_open(mp, &eo, &r.enc);
-            free(recorded);
-            if (st) goto done;
-        }
-        const sl_clip_config *cfg = sl_encoder_config(r.enc);
-        if ((size_t)cfg->embed_dim != r.dim) {
-            st = sl_set_error(SL_ERR_INVALID, "model embeds in %d dimensions, the index holds %zu",
-                              cfg->embed_dim, r.dim);
+    /* open the encoder when something needs encoding, before anything is
+     * written: a model or device that cannot be used leaves the index as it
+     * was */
+    if (ntodo && !r.enc) {
+        /* no --model: the one recorded at the last build or update, if unchanged */
+        char *recorded = NULL;
+        if (!o->model && (st = sl_store_get_state(r.store, "model_path", &recorded))) goto done;
+        const char *mp = o->model ? o->model : recorded;
+        if (!mp) {
+            st = sl_set_error(SL_ERR_INVALID,
+                              "%zu new or changed images need encoding: give --model", ntodo);
             goto done;
         }
+        if (!o->model) {
+            if ((st = sl_model_fingerprint(mp, fp)) == SL_OK &&
+                strcmp(fp, sl_store_model(r.store)) != 0)
+                st = sl_set_error(SL_ERR_INVALID,
+                                  "the model recorded with the index (%s) has changed since; "
+                                  "give --model with the model the index was built with",
+                                  mp);
+            if (st) {
+                st = sl_wrap_error(st, "%zu new or changed images need encoding: ", ntodo);
+                free(recorded);
+                goto done;
+            }
+        }
+        st = sl_encoder_open(mp, &eo, &r.enc);
+        free(recorded);
+        if (st) goto done;
+    }
+    if (r.enc && (size_t)sl_encoder_config(r.enc)->embed_dim != r.dim) {
+        st = sl_set_error(SL_ERR_INVALID, "model embeds in %d dimensions, the index holds %zu",
+                          sl_encoder_config(r.enc)->embed_dim, r.dim);
+        goto done;
+    }
+    /* Region patches: one kind per index (sl_patch_tokens). Indexes from
+     * before the kind was recorded hold final-row patches. */
+    const char *kind = NULL;
+    if (r.enc && r.npatch) {
+        kind = sl_encoder_patch_tokens(r.enc) == SL_PATCH_TOKENS_FINAL ? "final" : "value";
+        char *have = NULL;
+        if ((st = sl_store_get_state(r.store, "patch_tokens", &have))) goto done;
+        const char *was = have ? have : exists ? "final" : NULL;
+        if (was && strcmp(was, kind))
+            st = sl_set_error(SL_ERR_INVALID,
+                              "%s: the index holds '%s' patch tokens, the encoder gives '%s' "
+                              "ones; rebuild the index, or set \"patch_tokens\": \"%s\" in the "
+                              "model's config.json",
+                              o->index_dir, was, kind, was);
+        free(have);
+        if (st) goto done;
+    }
+    if ((st = save_sources(r.store, srcs, nsrc, o->model, kind))) goto done;
+
+    /* encode what changed */
+    if (ntodo) {
+        const sl_clip_config *cfg = sl_encoder_config(r.enc);
         size_t batch = o->batch > 0 ? (size_t)o->batch : 32;
         size_t S = (size_t)cfg->image_size, img_floats = 3 * S * S;
         r.img_floats = img_floats;
@@ -1038,21 +1066,25 @@ static sl_status read_texts(const char *path, text_list *out) {
 }
 
 sl_status sl_index_texts(const char *index_dir, const char *model, const char *texts_path,
-                         int threads, int quiet, uint64_t *count) {
+                         int threads, const char *device, int quiet, uint64_t *count) {
     *count = 0;
     char fp[65];
-    sl_status st = sl_model_fingerprint(model, fp);
+    int cuda, bf16;
+    sl_status st = sl_device_parse(device, &cuda, &bf16);
     if (st) return st;
+    if ((st = sl_model_fingerprint(model, fp))) return st;
     text_list tl = {0};
     if ((st = read_texts(texts_path, &tl))) return st;
     sl_store *s = NULL;
     sl_encoder *enc = NULL;
     sl_store_opts so = {.model_fingerprint = fp};
-    sl_encoder_opts eo = {.threads = threads};
+    sl_encoder_opts eo = {.threads = threads, .device = device};
     float *emb = NULL;
     sl_progress *prog = NULL;
-    if ((st = sl_store_open(index_dir, &so, &s))) goto done;
+    /* the encoder first: a model or device that cannot be used leaves the
+     * index as it was */
     if ((st = sl_encoder_open(model, &eo, &enc))) goto done;
+    if ((st = sl_store_open(index_dir, &so, &s))) goto done;
     const size_t B = 64, D = (size_t)sl_store_dim(s);
     emb = malloc(B * D * sizeof(float));
     if (!emb) {

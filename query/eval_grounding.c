@@ -203,7 +203,11 @@ static void help(FILE *out) {
         "  --split FILE      Entities: only the image ids listed (one per line)\n"
         "  --json OUT.json   write the results as JSON\n"
         "  --details F.jsonl one JSON line per judged phrase (boxes, IoU, correct)\n"
-        "  --rel X           relative threshold of the similarity map (default 0.5)\n"
+        "  --rel X           relative threshold of the similarity map (default 0.65)\n"
+        "  --patch-tokens value|final\n"
+        "                    which patch embeddings (default: the model's, else value: the\n"
+        "                    last block's value path; final: its output rows)\n"
+        "  --device NAME     cpu (default), cuda[:N] or cuda-f32[:N]\n"
         "  --batch N         images per forward pass (default 32; texts: at least 64)\n"
         "  --threads N       compute threads (default: all cores)\n"
         "  --max-pixels N    refuse images declaring more pixels (default 100000000)\n"
@@ -217,7 +221,8 @@ static void help(FILE *out) {
 }
 
 typedef struct ev_args {
-    const char *model, *entities, *refcoco, *images, *index, *split, *json, *details;
+    const char *model, *entities, *refcoco, *images, *index, *split, *json, *details, *device;
+    sl_patch_tokens patch_tokens;
     double rel;
     int batch, threads, skip_bad, quiet;
     uint64_t max_pixels;
@@ -639,6 +644,8 @@ static int parse_args(int argc, char **argv, ev_args *a) {
         O_JSON,
         O_DETAILS,
         O_REL,
+        O_PATCH_TOKENS,
+        O_DEVICE,
         O_BATCH,
         O_THREADS,
         O_MAXPIX,
@@ -655,6 +662,8 @@ static int parse_args(int argc, char **argv, ev_args *a) {
                                        {"json", required_argument, 0, O_JSON},
                                        {"details", required_argument, 0, O_DETAILS},
                                        {"rel", required_argument, 0, O_REL},
+                                       {"patch-tokens", required_argument, 0, O_PATCH_TOKENS},
+                                       {"device", required_argument, 0, O_DEVICE},
                                        {"batch", required_argument, 0, O_BATCH},
                                        {"threads", required_argument, 0, O_THREADS},
                                        {"max-pixels", required_argument, 0, O_MAXPIX},
@@ -663,7 +672,7 @@ static int parse_args(int argc, char **argv, ev_args *a) {
                                        {"help", no_argument, 0, O_HELP},
                                        {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
-    a->rel = 0.5;
+    a->rel = SL_GROUND_REL_DEFAULT;
     a->batch = 32;
     a->max_pixels = 100000000;
     optind = 1;
@@ -701,6 +710,17 @@ static int parse_args(int argc, char **argv, ev_args *a) {
                 break;
             case O_QUIET:
                 a->quiet = 1;
+                break;
+            case O_PATCH_TOKENS:
+                if (!strcmp(optarg, "value"))
+                    a->patch_tokens = SL_PATCH_TOKENS_VALUE;
+                else if (!strcmp(optarg, "final"))
+                    a->patch_tokens = SL_PATCH_TOKENS_FINAL;
+                else
+                    goto bad_value;
+                break;
+            case O_DEVICE:
+                a->device = optarg;
                 break;
             case O_REL: {
                 char *end;
@@ -769,7 +789,7 @@ int sl_cmd_eval_grounding(int argc, char **argv) {
     st = a.entities ? sl_ground_read_entities(a.entities, a.split, &set)
                     : sl_ground_read_refcoco(a.refcoco, &set);
     if (st) goto done;
-    sl_encoder_opts eo = {.threads = a.threads};
+    sl_encoder_opts eo = {.threads = a.threads, .patch_tokens = a.patch_tokens, .device = a.device};
     if ((st = sl_encoder_open(a.model, &eo, &r.enc))) goto done;
     const sl_clip_config *cfg = sl_encoder_config(r.enc);
     r.S = cfg->image_size;

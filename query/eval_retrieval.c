@@ -602,6 +602,7 @@ static void eval_retrieval_help(FILE *out) {
           "  --skip-bad          leave out images that fail (report them, exit 3)\n"
           "                      instead of failing the evaluation (exit 1)\n"
           "  --batch N           images or captions per forward pass (default 32)\n"
+          "  --device NAME       cpu (default), cuda[:N] or cuda-f32[:N]\n"
           "  --threads N         compute threads (default: all cores)\n"
           "  --max-pixels N      refuse images declaring more pixels (default 100000000)\n"
           "  --quiet             no progress line\n"
@@ -826,6 +827,7 @@ int sl_cmd_eval_retrieval(int argc, char **argv) {
         O_COCO1K,
         O_JSON,
         O_BATCH,
+        O_DEVICE,
         O_THREADS,
         O_MAXCAP,
         O_SKIPBAD,
@@ -841,6 +843,7 @@ int sl_cmd_eval_retrieval(int argc, char **argv) {
                                              {"coco-1k", no_argument, 0, O_COCO1K},
                                              {"json", required_argument, 0, O_JSON},
                                              {"batch", required_argument, 0, O_BATCH},
+                                             {"device", required_argument, 0, O_DEVICE},
                                              {"threads", required_argument, 0, O_THREADS},
                                              {"max-captions", required_argument, 0, O_MAXCAP},
                                              {"skip-bad", no_argument, 0, O_SKIPBAD},
@@ -849,7 +852,7 @@ int sl_cmd_eval_retrieval(int argc, char **argv) {
                                              {"help", no_argument, 0, O_HELP},
                                              {0, 0, 0, 0}};
     const char *model = NULL, *karpathy = NULL, *images = NULL, *index = NULL, *json_out = NULL;
-    const char *split = "test";
+    const char *split = "test", *device = NULL;
     int coco1k = 0, skip_bad = 0, quiet = 0;
     long long batch = 32, threads = 0, max_caps = 5, max_pixels = 100000000;
     optind = 1;
@@ -887,6 +890,15 @@ int sl_cmd_eval_retrieval(int argc, char **argv) {
             case O_BATCH:
                 if (sl_parse_int_arg(optarg, 1, 65536, &batch)) goto bad_value;
                 break;
+            case O_DEVICE: {
+                int cuda, bf16;
+                if (sl_device_parse(optarg, &cuda, &bf16)) {
+                    fprintf(stderr, "sightline eval retrieval: %s\n", sl_last_error());
+                    return SL_EXIT_USAGE;
+                }
+                device = optarg;
+                break;
+            }
             case O_THREADS:
                 if (sl_parse_int_arg(optarg, 1, 1024, &threads)) goto bad_value;
                 break;
@@ -944,7 +956,7 @@ int sl_cmd_eval_retrieval(int argc, char **argv) {
                           kp.n_images);
         goto fail;
     }
-    sl_encoder_opts eo = {.threads = (int)threads};
+    sl_encoder_opts eo = {.threads = (int)threads, .device = device};
     if ((st = sl_encoder_open(model, &eo, &enc))) goto fail;
     const size_t D = (size_t)sl_encoder_config(enc)->embed_dim;
     size_t n = kp.n_images, bytes;

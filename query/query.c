@@ -40,6 +40,9 @@ sl_status sl_query_open(const sl_query_opts *opts, sl_query **out) {
     *out = NULL;
     if (!opts || !opts->index_dir)
         return sl_set_error(SL_ERR_INVALID, "query: no index directory given");
+    int cuda, bf16;
+    sl_status st = sl_device_parse(opts->device, &cuda, &bf16);
+    if (st) return st;
     sl_query *q = calloc(1, sizeof *q);
     if (!q) return sl_set_error(SL_ERR_NOMEM, "query: out of memory");
     q->o = *opts;
@@ -47,10 +50,9 @@ sl_status sl_query_open(const sl_query_opts *opts, sl_query **out) {
     if (q->o.k > SL_QUERY_MAX_K) q->o.k = SL_QUERY_MAX_K;
     if (q->o.batch <= 0) q->o.batch = 32;
     if (q->o.batch > SL_QUERY_MAX_BATCH) q->o.batch = SL_QUERY_MAX_BATCH;
-    if (!(q->o.box_rel > 0 && q->o.box_rel <= 1)) q->o.box_rel = 0.5f;
+    if (!(q->o.box_rel > 0 && q->o.box_rel <= 1)) q->o.box_rel = SL_GROUND_REL_DEFAULT;
     if (q->o.max_pixels == 0) q->o.max_pixels = 100000000;
 
-    sl_status st = SL_OK;
     char *recorded = NULL, *fallback = NULL;
     struct stat sb;
     char man[PATH_MAX + 32];
@@ -109,7 +111,7 @@ sl_status sl_query_open(const sl_query_opts *opts, sl_query **out) {
                           opts->model ? "wrong --model" : "the recorded model has changed since");
         goto fail;
     }
-    sl_encoder_opts eo = {.threads = opts->threads};
+    sl_encoder_opts eo = {.threads = opts->threads, .device = opts->device};
     if ((st = sl_encoder_open(model, &eo, &q->enc))) goto fail;
     q->cfg = sl_encoder_config(q->enc);
     q->tok = sl_encoder_tokenizer(q->enc);

@@ -3,6 +3,7 @@
  * and phrase -> region lookups, written as JSON Lines, TSV or an HTML page.
  */
 #include "cli/commands.h"
+#include "sightline/encoder.h"
 #include "sightline/image.h"
 #include "sightline/query.h"
 
@@ -40,6 +41,7 @@ void sl_cmd_query_help(FILE *out) {
           "                     interaction (index built with --region)\n"
           "  --model PATH       model (default: the one the index was built with; when that\n"
           "                     is gone, the default model if it is the same)\n"
+          "  --device NAME      cpu (default), cuda[:N] or cuda-f32[:N]\n"
           "  --threads N        compute threads (default: all cores)\n"
           "  --batch N          queries per forward pass and FAISS search (default 32)\n"
           "  --max-pixels N     refuse query images declaring more pixels (default 100000000)\n"
@@ -239,6 +241,7 @@ int sl_cmd_query(int argc, char **argv) {
         O_HTML,
         O_RERANK,
         O_MODEL,
+        O_DEVICE,
         O_THREADS,
         O_BATCH,
         O_MAXPIX,
@@ -254,6 +257,7 @@ int sl_cmd_query(int argc, char **argv) {
                                        {"html", required_argument, 0, O_HTML},
                                        {"rerank", required_argument, 0, O_RERANK},
                                        {"model", required_argument, 0, O_MODEL},
+                                       {"device", required_argument, 0, O_DEVICE},
                                        {"threads", required_argument, 0, O_THREADS},
                                        {"batch", required_argument, 0, O_BATCH},
                                        {"max-pixels", required_argument, 0, O_MAXPIX},
@@ -300,6 +304,15 @@ int sl_cmd_query(int argc, char **argv) {
             case O_MODEL:
                 qo.model = optarg;
                 break;
+            case O_DEVICE: {
+                int cuda, bf16;
+                if (sl_device_parse(optarg, &cuda, &bf16)) {
+                    fprintf(stderr, "sightline query: %s\n", sl_last_error());
+                    return SL_EXIT_USAGE;
+                }
+                qo.device = optarg;
+                break;
+            }
             case 'k':
                 if (parse_int(optarg, 1, SL_QUERY_MAX_K, &qo.k)) goto bad_value;
                 break;

@@ -59,9 +59,14 @@ model = f"{WORK}/hf_f32_p16_h3"
 # encode: pixels and tokens against the reference embeddings
 run("encode", "--model", model, "--pixels", f"{model}/pixels.npy", "--out", f"{WORK}/e.npy",
     "--patches", f"{WORK}/p.npy", "--no-normalize", "--quiet", rc=0)
+run("encode", "--model", model, "--pixels", f"{model}/pixels.npy", "--out", f"{WORK}/ef.npy",
+    "--patches", f"{WORK}/pf.npy", "--patch-tokens", "final", "--no-normalize", "--quiet", rc=0)
 run("encode", "--model", model, "--tokens", f"{model}/tokens.npy", "--out", f"{WORK}/t.npy",
     "--no-normalize", "--quiet", rc=0)
-for got, ref in [("e.npy", "img_global.npy"), ("p.npy", "img_patches.npy"), ("t.npy", "txt_pooled.npy")]:
+# patches: the last block's value path by default, its output rows with --patch-tokens final
+for got, ref in [("e.npy", "img_global.npy"), ("p.npy", "img_patches_value.npy"),
+                 ("ef.npy", "img_global.npy"), ("pf.npy", "img_patches.npy"),
+                 ("t.npy", "txt_pooled.npy")]:
     a, b = np.load(f"{WORK}/{got}"), np.load(f"{model}/{ref}")
     check(a.shape == b.shape and np.abs(a - b).max() <= 1e-4, f"encode {got} vs reference")
 run("encode", "--model", model, "--pixels", f"{model}/pixels.npy", "--out", f"{WORK}/en.npy", rc=0)
@@ -128,6 +133,7 @@ bad = {os.path.basename(f["path"]): f["error"] for f in st["failures"]}
 check(set(bad) == broken, f"stats failures {sorted(bad)}")
 check(all(bad.values()), "every failure has a reason in stats")
 check(st["images"] == 70 and st["regions"] == 70 * 16, f"stats counts {st}")
+check(st["patch_tokens"] == "value", f"stats patch_tokens {st.get('patch_tokens')}")
 for i in range(40):
     os.remove(f"{photos}/zz-big{i:02d}.png")
 # (/proc/self/mem changes its mtime with every process: as root the unreadable stand-in

@@ -55,10 +55,15 @@ static void run_case(const char *name, const char *model) {
     CHECK_MSG(st == SL_OK, "%s: open: %s", name, sl_last_error());
     if (st) return;
     const sl_clip_config *c = sl_encoder_config(enc);
-    sl_npy pix = {0}, tok = {0}, g = {0}, pa = {0}, tp = {0}, tt = {0};
+    sl_npy pix = {0}, tok = {0}, g = {0}, pa = {0}, pv = {0}, tp = {0}, tt = {0};
+    sl_encoder *enc_final = NULL;
+    sl_encoder_opts fo = {.threads = 2, .patch_tokens = SL_PATCH_TOKENS_FINAL};
+    CHECK_OK(sl_encoder_open(model, &fo, &enc_final));
+    if (!enc_final) goto done;
     if (!load(dir, "pixels.npy", &pix) || !load(dir, "tokens.npy", &tok) ||
         !load(dir, "img_global.npy", &g) || !load(dir, "img_patches.npy", &pa) ||
-        !load(dir, "txt_pooled.npy", &tp) || !load(dir, "txt_tokens.npy", &tt))
+        !load(dir, "img_patches_value.npy", &pv) || !load(dir, "txt_pooled.npy", &tp) ||
+        !load(dir, "txt_tokens.npy", &tt))
         goto done;
     const size_t ni = pix.shape[0], nt = tok.shape[0], D = (size_t)c->embed_dim;
     const size_t P = (size_t)sl_clip_num_patches(c), ctx = (size_t)c->context_length;
@@ -66,8 +71,15 @@ static void run_case(const char *name, const char *model) {
     float *out = calloc(ni * D, sizeof(float)), *patches = calloc(ni * P * D, sizeof(float));
     float *tout = calloc(nt * D, sizeof(float)), *ttok = calloc(nt * ctx * D, sizeof(float));
     float *ref = malloc(sizeof(float) * (ni > nt ? ni : nt) * D);
-    /* Images, with patches (every row through the last block). */
+    /* Images, with patches: by default the last block's value path (the
+     * class tokens through the pooled-only block)... */
+    CHECK(sl_encoder_patch_tokens(enc) == SL_PATCH_TOKENS_VALUE);
     CHECK_OK(sl_encoder_encode_images(enc, pix.data, ni, out, patches, 0));
+    double d_gv = max_abs_diff(out, g.data, ni * D);
+    double d_pv = max_abs_diff(patches, pv.data, ni * P * D);
+    /* ... and with FINAL, every row through the last block. */
+    CHECK(sl_encoder_patch_tokens(enc_final) == SL_PATCH_TOKENS_FINAL);
+    CHECK_OK(sl_encoder_encode_images(enc_final, pix.data, ni, out, patches, 0));
     double d_g = max_abs_diff(out, g.data, ni * D);
     double d_p = max_abs_diff(patches, pa.data, ni * P * D);
     /* Images, pooled only (last block pruned), normalised. */
@@ -93,11 +105,14 @@ static void run_case(const char *name, const char *model) {
     memcpy(ref, tp.data, sizeof(float) * nt * D);
     normalize_rows(ref, nt, D);
     double d_tn = max_abs_diff(tout, ref, nt * D);
-    printf("%-18s global %.2e (pooled-only %.2e, one-by-one %.2e, normalised %.2e)  patches "
-           "%.2e  text %.2e (with tokens %.2e, normalised %.2e)  tokens %.2e\n",
-           name, d_g, d_g2, d_g1, d_gn, d_p, d_t2, d_t, d_tn, d_tt);
-    CHECK_MSG(d_g <= TOL && d_g2 <= TOL && d_g1 <= TOL && d_gn <= TOL, "%s: global", name);
+    printf("%-18s global %.2e (pooled-only %.2e, one-by-one %.2e, normalised %.2e, with value "
+           "patches %.2e)  patches final %.2e value %.2e  text %.2e (with tokens %.2e, "
+           "normalised %.2e)  tokens %.2e\n",
+           name, d_g, d_g2, d_g1, d_gn, d_gv, d_p, d_pv, d_t2, d_t, d_tn, d_tt);
+    CHECK_MSG(d_g <= TOL && d_g2 <= TOL && d_g1 <= TOL && d_gn <= TOL && d_gv <= TOL, "%s: global",
+              name);
     CHECK_MSG(d_p <= TOL, "%s: patches %g", name, d_p);
+    CHECK_MSG(d_pv <= TOL, "%s: value patches %g", name, d_pv);
     CHECK_MSG(d_t <= TOL && d_t2 <= TOL && d_tn <= TOL, "%s: text", name);
     CHECK_MSG(d_tt <= TOL, "%s: text tokens %g", name, d_tt);
     free(out);
@@ -110,9 +125,11 @@ done:
     sl_npy_free(&tok);
     sl_npy_free(&g);
     sl_npy_free(&pa);
+    sl_npy_free(&pv);
     sl_npy_free(&tp);
     sl_npy_free(&tt);
     sl_encoder_free(enc);
+    sl_encoder_free(enc_final);
 }
 
 int main(int argc, char **argv) {

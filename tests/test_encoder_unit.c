@@ -175,6 +175,61 @@ static void test_valid_hf(const char *tmp) {
     const char *texts[1] = {"a photo"};
     CHECK_ERR(sl_encoder_encode_texts(enc, texts, 1, out, 1), SL_ERR_INVALID, "tokenizer");
     CHECK(sl_encoder_workspace_bytes(enc) > 0);
+    /* Patch tokens: VALUE by default; config.json "patch_tokens": "final"
+     * picks FINAL (other numbers), the options override the config. */
+    CHECK(sl_encoder_patch_tokens(enc) == SL_PATCH_TOKENS_VALUE);
+    {
+        sl_encoder *ef = NULL, *ev = NULL;
+        char cfg2[1024];
+        snprintf(cfg2, sizeof cfg2, "%.*s, \"patch_tokens\": \"final\"}", (int)strlen(CONFIG) - 1,
+                 CONFIG);
+        const char *fdir = make_dir(tmp, "final", &t, cfg2);
+        CHECK_OK(sl_encoder_open(fdir, NULL, &ef));
+        sl_encoder_opts vo = {.patch_tokens = SL_PATCH_TOKENS_VALUE};
+        CHECK_OK(sl_encoder_open(fdir, &vo, &ev));
+        if (ef && ev) {
+            CHECK(sl_encoder_patch_tokens(ef) == SL_PATCH_TOKENS_FINAL);
+            CHECK(sl_encoder_patch_tokens(ev) == SL_PATCH_TOKENS_VALUE);
+            float pf[2 * 4 * D], o2[2 * D];
+            CHECK_OK(sl_encoder_encode_images(ef, pixels, 2, o2, pf, 1));
+            double same_v = 0, diff_f = 0;
+            for (int i = 0; i < 2 * D; i++) diff_f = fmax(diff_f, fabs(o2[i] - out[i]));
+            CHECK_OK(sl_encoder_encode_images(ev, pixels, 2, o2, pf, 1));
+            for (int i = 0; i < 2 * 4 * D; i++) same_v = fmax(same_v, fabs(pf[i] - patches[i]));
+            CHECK_MSG(same_v < 1e-6, "value patches differ across opens: %g", same_v);
+            CHECK_OK(sl_encoder_encode_images(ef, pixels, 2, o2, pf, 1));
+            double d = 0;
+            for (int i = 0; i < 2 * 4 * D; i++) d = fmax(d, fabs(pf[i] - patches[i]));
+            CHECK_MSG(d > 1e-3, "final and value patches should differ (%g)", d);
+        }
+        sl_encoder_free(ef);
+        sl_encoder_free(ev);
+        sl_encoder_opts bad = {.patch_tokens = (sl_patch_tokens)7};
+        CHECK_ERR(sl_encoder_open(dir, &bad, &ef), SL_ERR_INVALID, "patch_tokens");
+    }
+    /* Devices: names, and a CUDA device that is not there. */
+    {
+        int cuda, bf16;
+        CHECK_OK(sl_device_parse(NULL, &cuda, &bf16));
+        CHECK(cuda == -1);
+        CHECK_OK(sl_device_parse("cpu", &cuda, &bf16));
+        CHECK(cuda == -1);
+        CHECK_OK(sl_device_parse("cuda", &cuda, &bf16));
+        CHECK(cuda == 0 && bf16 == 1);
+        CHECK_OK(sl_device_parse("cuda:3", &cuda, &bf16));
+        CHECK(cuda == 3 && bf16 == 1);
+        CHECK_OK(sl_device_parse("cuda-f32:1", &cuda, &bf16));
+        CHECK(cuda == 1 && bf16 == 0);
+        const char *bad[] = {"gpu", "cuda:", "cuda:x", "cuda:-1", "cuda:1x", "cuda0", ""};
+        for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+            CHECK_ERR(sl_device_parse(bad[i], &cuda, &bf16), SL_ERR_INVALID, "unknown device");
+        sl_encoder *eg = NULL;
+        sl_encoder_opts go = {.device = "cuda:99"};
+        CHECK_ERR(sl_encoder_open(dir, &go, &eg), SL_ERR_UNSUPPORTED, "cuda:99");
+        CHECK(eg == NULL);
+        go.device = "tpu";
+        CHECK_ERR(sl_encoder_open(dir, &go, &eg), SL_ERR_INVALID, "tpu");
+    }
     /* The same model file opened directly (config.json beside it). */
     sl_encoder_free(enc);
     char path[1100];
@@ -251,6 +306,9 @@ static void test_load_errors(const char *tmp) {
                    "{\"projection_dim\": 4, \"vision_config\": {\"hidden_size\": 8, "
                    "\"num_attention_heads\": 3}}");
     expect_open_error(dir, SL_ERR_FORMAT, "heads 3 do not divide width 8", "config.json");
+    dir =
+        make_dir(tmp, "badpatchtokens", &t, "{\"projection_dim\": 4, \"patch_tokens\": \"mean\"}");
+    expect_open_error(dir, SL_ERR_FORMAT, "patch_tokens", "badpatchtokens/config.json");
     dir = make_dir(tmp, "defaults", &t, "{}"); /* ViT-B/32 defaults vs tiny tensors */
     expect_open_error(dir, SL_ERR_FORMAT, "expected shape [768, 3, 32, 32], found [8, 3, 4, 4]",
                       "defaults/model.safetensors");

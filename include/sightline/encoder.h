@@ -52,6 +52,8 @@ typedef struct sl_clip_config {
     int pool_argmax;                   /* 1: pool at argmax(ids); 0: at the first eos_token_id */
     float logit_scale;                 /* log of the contrastive temperature scale */
     float image_mean[3], image_std[3]; /* preprocessing */
+    int patch_tokens;                  /* config.json "patch_tokens": 0 absent, else an
+                                          sl_patch_tokens (VALUE or FINAL) */
 } sl_clip_config;
 
 /* Patches per image: (image_size / patch_size)^2. */
@@ -59,11 +61,33 @@ int sl_clip_num_patches(const sl_clip_config *cfg);
 
 typedef struct sl_encoder sl_encoder;
 
+/* What the per-patch embeddings of sl_encoder_encode_images are. */
+typedef enum sl_patch_tokens {
+    SL_PATCH_TOKENS_DEFAULT = 0, /* the model's choice: config.json "patch_tokens" ("value" or
+                                    "final"), else VALUE */
+    SL_PATCH_TOKENS_VALUE,       /* value path of the last block: each patch row's
+                                    out_proj(v_proj(LN1(x))) with no attention mixing, residual
+                                    or MLP, then the final LN and the projection. Localises far
+                                    better in models trained with a global loss only (their last
+                                    block mixes every patch toward the class token). */
+    SL_PATCH_TOKENS_FINAL        /* the last block's output rows, final LN, projection: what the
+                                    network computes for every token */
+} sl_patch_tokens;
+
 typedef struct sl_encoder_opts {
-    int threads; /* OpenMP/BLAS threads (0 = leave as is); > 0 sets the
-                    process-wide omp_set_num_threads/openblas_set_num_threads
-                    at open */
+    int threads;                  /* OpenMP/BLAS threads (0 = leave as is); > 0 sets the
+                                     process-wide omp_set_num_threads/openblas_set_num_threads
+                                     at open */
+    sl_patch_tokens patch_tokens; /* see sl_patch_tokens */
+    const char *device;           /* NULL or "cpu": the CPU; "cuda" or "cuda:N": CUDA device N
+                                     (0 by default), weights in BF16 (F32 accumulate);
+                                     "cuda-f32[:N]": the same in F32 (for parity checks) */
 } sl_encoder_opts;
+
+/* Parse a device name as sl_encoder_opts.device takes it: *cuda = -1 for
+ * the CPU, else the CUDA device index; *bf16 = 1 unless "cuda-f32".
+ * SL_ERR_INVALID naming the text otherwise. */
+sl_status sl_device_parse(const char *name, int *cuda, int *bf16);
 
 /* Open a model: a directory (Hugging Face layout) or a .safetensors file
  * (either layout; config.json beside it is used when present). Errors name
@@ -85,11 +109,15 @@ const sl_clip_config *sl_encoder_config(const sl_encoder *enc);
  * must then be given as token ids). */
 const sl_tokenizer *sl_encoder_tokenizer(const sl_encoder *enc);
 
+/* The patch embeddings this encoder computes (VALUE or FINAL, resolved). */
+sl_patch_tokens sl_encoder_patch_tokens(const sl_encoder *enc);
+
 /* Embed n preprocessed images pixels [n, 3, S, S] (float32, normalised).
  * out [n, embed_dim]: projected class tokens, L2-normalised when
- * `normalize`. patches [n, P, embed_dim] (may be NULL): every patch token
- * after the final LN and the projection (not normalised), the per-patch
- * embeddings used for phrase-to-region. Thread-safe for distinct calls only
+ * `normalize`. patches [n, P, embed_dim] (may be NULL): one embedding per
+ * patch, as sl_encoder_patch_tokens says, after the final LN and the
+ * projection (not normalised), the per-patch embeddings used for
+ * phrase-to-region and fine re-ranking. Thread-safe for distinct calls only
  * if the caller serialises them (the encoder reuses one workspace). */
 sl_status sl_encoder_encode_images(sl_encoder *enc, const float *pixels, size_t n, float *out,
                                    float *patches, int normalize);

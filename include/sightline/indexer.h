@@ -39,6 +39,7 @@ typedef struct sl_index_opts {
     int region;             /* build: also index projected patch embeddings */
     int create;             /* build: create the index (1) or require it (0) */
     int threads;            /* compute threads (0 = all cores) */
+    const char *device;     /* encoder device (sl_encoder_opts.device; NULL = the CPU) */
     int batch;              /* images per forward pass (0 = 32) */
     double max_delete;      /* largest fraction of indexed files an update may remove */
     int force;              /* remove even past max_delete or with a root missing */
@@ -72,15 +73,21 @@ typedef struct sl_index_summary {
 } sl_index_summary;
 
 /* Build (opts->create) or update an index. Returns SL_OK when the run
- * completed, even with failed inputs or held deletions (see the summary). */
+ * completed, even with failed inputs or held deletions (see the summary).
+ * The encoder is opened before anything is written (a build: before the
+ * walk; an update: only when something needs encoding), so a model or
+ * device that cannot be used leaves no index, or the index as it was. */
 sl_status sl_index_update(const sl_index_opts *opts, sl_index_summary *summary);
 
 void sl_index_summary_free(sl_index_summary *summary);
 
 /* Encode texts (one per line, or the captions of a Karpathy JSON) and
- * replace the index's text side with them. *count receives how many. */
+ * replace the index's text side with them on `device` (as
+ * sl_encoder_opts.device; NULL = the CPU). *count receives how many. The
+ * model is opened before the index: when it (or the device) cannot be, the
+ * index is left as it was. */
 sl_status sl_index_texts(const char *index_dir, const char *model, const char *texts_path,
-                         int threads, int quiet, uint64_t *count);
+                         int threads, const char *device, int quiet, uint64_t *count);
 
 /* Remove paths from the index (byte-exact as listed in stats). */
 sl_status sl_index_remove(const char *index_dir, const char *const *paths, size_t n,

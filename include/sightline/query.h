@@ -53,8 +53,9 @@ typedef struct sl_query_opts {
     int k;                 /* results per query (1..SL_QUERY_MAX_K; 0 = 10) */
     int batch;             /* queries per forward pass (0 = 32) */
     int threads;           /* compute threads (0 = leave as is) */
+    const char *device;    /* encoder device (sl_encoder_opts.device; NULL = the CPU) */
     sl_rerank rerank;      /* re-ranking of text and image queries */
-    float box_rel;         /* phrase box threshold (see sl_ground_box; 0 = 0.5) */
+    float box_rel;         /* phrase box threshold (see sl_ground_box; 0 = SL_GROUND_REL_DEFAULT) */
     uint64_t max_pixels;   /* decode cap for image queries (0 = 100 Mpx) */
 } sl_query_opts;
 
@@ -85,7 +86,9 @@ typedef struct sl_query sl_query;
 /* Open the index read-only and the model (opts->model, or the absolute path
  * the index recorded), checking that the model's fingerprint is the one the
  * index was built with. Errors: SL_ERR_NOT_FOUND (no index; no model given
- * nor recorded), SL_ERR_INVALID (fingerprint or dimension mismatch). */
+ * nor recorded), SL_ERR_INVALID (fingerprint or dimension mismatch, an
+ * unknown device name), and sl_encoder_open's (a device that cannot be
+ * used). */
 sl_status sl_query_open(const sl_query_opts *opts, sl_query **out);
 void sl_query_free(sl_query *q);
 

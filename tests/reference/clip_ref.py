@@ -152,19 +152,30 @@ def block(x, p, pre, heads, act, eps, causal):
     return x + F.linear(h, p[pre + "fc2.w"], p[pre + "fc2.b"])
 
 
-def encode_image(cfg, p, pixels, with_patches=True):
-    """pixels [n, 3, S, S] -> (global [n, D], patches [n, P, D] or None)."""
+def encode_image(cfg, p, pixels, with_patches=True, patch_tokens="final"):
+    """pixels [n, 3, S, S] -> (global [n, D], patches [n, P, D] or None).
+    patch_tokens "final": the last block's output rows; "value": the last
+    block's value path, o(v(ln1(x))) with its biases, no attention, residual
+    or MLP (both then through the final LN and the projection)."""
     x = F.conv2d(pixels, p["v.patch"], stride=cfg.patch)  # [n, W, g, g]
     x = x.flatten(2).transpose(1, 2)  # [n, P, W]
     cls = p["v.cls"].view(1, 1, -1).expand(x.shape[0], 1, -1)
     x = torch.cat([cls, x], dim=1) + p["v.pos"]
     x = layer_norm(x, p["v.pre.w"], p["v.pre.b"], cfg.eps)
+    value = None
     for i in range(cfg.v_layers):
+        if i == cfg.v_layers - 1 and patch_tokens == "value":
+            pre = f"v.{i}."
+            h = layer_norm(x, p[pre + "ln1.w"], p[pre + "ln1.b"], cfg.eps)
+            v = F.linear(h, p[pre + "v.w"], p[pre + "v.b"])
+            value = F.linear(v, p[pre + "o.w"], p[pre + "o.b"])
         x = block(x, p, f"v.{i}.", cfg.v_heads, cfg.act, cfg.eps, False)
     if not with_patches:
         return layer_norm(x[:, 0], p["v.post.w"], p["v.post.b"], cfg.eps) @ p["v.proj"].t(), None
-    x = layer_norm(x, p["v.post.w"], p["v.post.b"], cfg.eps)
-    y = x @ p["v.proj"].t()
+    y = layer_norm(x, p["v.post.w"], p["v.post.b"], cfg.eps) @ p["v.proj"].t()
+    if value is not None:
+        pv = layer_norm(value, p["v.post.w"], p["v.post.b"], cfg.eps) @ p["v.proj"].t()
+        return y[:, 0], pv[:, 1:]
     return y[:, 0], y[:, 1:]
 
 
@@ -464,10 +475,12 @@ def write_case(name, out):
     qd = {k: v.double() for k, v in q.items()}
     with torch.no_grad():
         gl, pa = encode_image(cfg, qd, pixels.double())
+        _, pv = encode_image(cfg, qd, pixels.double(), patch_tokens="value")
         tp, tt = encode_text(cfg, qd, ids)
     save_npy(d, "pixels.npy", pixels)
     np.save(os.path.join(d, "tokens.npy"), ids.numpy().astype(np.int32))
-    for fn, t in (("img_global.npy", gl), ("img_patches.npy", pa), ("txt_pooled.npy", tp),
+    for fn, t in (("img_global.npy", gl), ("img_patches.npy", pa), ("img_patches_value.npy", pv),
+                  ("txt_pooled.npy", tp),
                   ("txt_tokens.npy", tt)):
         save_npy(d, fn, t.float())
     return path
