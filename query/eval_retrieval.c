@@ -6,6 +6,7 @@
  */
 #include "common/json_file.h"
 #include "cli/commands.h"
+#include "kernels/kernels.h"
 #include "sightline/default_model.h"
 #include "sightline/encode_files.h"
 #include "sightline/encoder.h"
@@ -459,6 +460,21 @@ sl_status sl_recall_summarize(const int64_t *ranks, size_t n, sl_recall_stats *o
     return SL_OK;
 }
 
+/* The figures from both directions' ranks. */
+static sl_status metrics_from_ranks(const int64_t *ri, size_t n_images, const int64_t *rt,
+                                    size_t n_texts, sl_retrieval_metrics *out) {
+    sl_status st = sl_recall_summarize(ri, n_images, &out->i2t);
+    if (!st) st = sl_recall_summarize(rt, n_texts, &out->t2i);
+    if (!st) {
+        out->rsum =
+            out->i2t.r1 + out->i2t.r5 + out->i2t.r10 + out->t2i.r1 + out->t2i.r5 + out->t2i.r10;
+        out->n_images = n_images;
+        out->n_texts = n_texts;
+        out->n_images_no_caption = n_images - out->i2t.queries;
+    }
+    return st;
+}
+
 sl_status sl_retrieval_evaluate(const float *sim, size_t n_images, size_t n_texts, size_t ld,
                                 const size_t *text_image, sl_retrieval_metrics *out) {
     if (!out) return sl_set_error(SL_ERR_INVALID, "sl_retrieval_evaluate: NULL argument");
@@ -468,17 +484,29 @@ sl_status sl_retrieval_evaluate(const float *sim, size_t n_images, size_t n_text
     sl_status st = SL_OK;
     if (!ri || !rt) st = sl_set_error(SL_ERR_NOMEM, "retrieval: out of memory");
     if (!st) st = sl_retrieval_ranks(sim, n_images, n_texts, ld, text_image, ri, rt);
-    if (!st) st = sl_recall_summarize(ri, n_images, &out->i2t);
-    if (!st) st = sl_recall_summarize(rt, n_texts, &out->t2i);
-    if (!st) {
-        out->rsum =
-            out->i2t.r1 + out->i2t.r5 + out->i2t.r10 + out->t2i.r1 + out->t2i.r5 + out->t2i.r10;
-        out->n_images = n_images;
-        out->n_texts = n_texts;
-        out->n_images_no_caption = n_images - out->i2t.queries;
-    }
+    if (!st) st = metrics_from_ranks(ri, n_images, rt, n_texts, out);
     free(ri);
     free(rt);
+    return st;
+}
+
+/* sl_retrieval_evaluate's figures with the similarity and ranks computed
+ * on CUDA device `dev` (sl_cuda_retrieval_ranks). */
+static sl_status evaluate_cuda(int dev, const float *img, size_t n_images, const float *txt,
+                               size_t n_texts, size_t d, const size_t *text_image,
+                               sl_retrieval_metrics *out) {
+    memset(out, 0, sizeof *out);
+    int64_t *ri = malloc((n_images ? n_images : 1) * sizeof *ri);
+    int64_t *rt = malloc((n_texts ? n_texts : 1) * sizeof *rt);
+    int64_t *ti = malloc((n_texts ? n_texts : 1) * sizeof *ti);
+    sl_status st = SL_OK;
+    if (!ri || !rt || !ti) st = sl_set_error(SL_ERR_NOMEM, "retrieval: out of memory");
+    for (size_t j = 0; !st && j < n_texts; j++) ti[j] = (int64_t)text_image[j];
+    if (!st) st = sl_cuda_retrieval_ranks(dev, img, n_images, txt, n_texts, d, ti, ri, rt);
+    if (!st) st = metrics_from_ranks(ri, n_images, rt, n_texts, out);
+    free(ri);
+    free(rt);
+    free(ti);
     return st;
 }
 
@@ -602,7 +630,9 @@ static void eval_retrieval_help(FILE *out) {
           "  --skip-bad          leave out images that fail (report them, exit 3)\n"
           "                      instead of failing the evaluation (exit 1)\n"
           "  --batch N           images or captions per forward pass (default 32)\n"
-          "  --device NAME       cpu (default), cuda[:N] or cuda-f32[:N]\n"
+          "  --device NAME       cpu (default), cuda[:N] or cuda-f32[:N] (with cuda, the\n"
+          "                      similarity and ranks are computed on the GPU too, except\n"
+          "                      with --coco-1k)\n"
           "  --threads N         compute threads (default: all cores)\n"
           "  --max-pixels N      refuse images declaring more pixels (default 100000000)\n"
           "  --quiet             no progress line\n"
@@ -1061,6 +1091,16 @@ int sl_cmd_eval_retrieval(int argc, char **argv) {
     if (st) goto fail;
 
     /* ---- scores and figures ---- */
+    sl_retrieval_metrics full, folds = {0};
+    int cuda = -1, bf16 = 1;
+    (void)sl_device_parse(device, &cuda, &bf16); /* checked with the options */
+    if (cuda >= 0 && !coco1k) {
+        /* similarity and ranks on the device: no matrix comes back */
+        t0 = sl_now();
+        if ((st = evaluate_cuda(cuda, img_emb, ni, txt_emb, nt, D, text_image, &full))) goto fail;
+        t_rank = sl_now() - t0;
+        goto report;
+    }
     if (sl_mul_size(ni, nt ? nt : 1, &bytes) || sl_mul_size(bytes, sizeof(float), &bytes) ||
         !(sim = malloc(bytes))) {
         st =
@@ -1071,12 +1111,12 @@ int sl_cmd_eval_retrieval(int argc, char **argv) {
     if ((st = sl_retrieval_similarity(img_emb, ni, txt_emb, nt, D, sim))) goto fail;
     t_sim = sl_now() - t0;
     t0 = sl_now();
-    sl_retrieval_metrics full, folds = {0};
     if ((st = sl_retrieval_evaluate(sim, ni, nt, nt, text_image, &full))) goto fail;
     if (coco1k && (st = sl_retrieval_evaluate_folds(sim, ni, nt, nt, text_image, 1000, &folds)))
         goto fail;
     t_rank = sl_now() - t0;
 
+report:;
     /* ---- report ---- */
     const char *ds = *kp.dataset ? kp.dataset : "dataset";
     printf("%s %s: %zu images, %zu captions (first %lld per image)%s\n", ds, split, ni, nt,
@@ -1109,8 +1149,9 @@ int sl_cmd_eval_retrieval(int argc, char **argv) {
         print_table("", &full);
     }
     if (!quiet)
-        fprintf(stderr, "time: images %.2fs, captions %.2fs, similarity %.3fs, ranks %.3fs\n",
-                t_img, t_txt, t_sim, t_rank);
+        fprintf(stderr, "time: images %.2fs, captions %.2fs, similarity %.3fs, ranks %.3fs%s\n",
+                t_img, t_txt, t_sim, t_rank,
+                cuda >= 0 && !coco1k ? " (similarity and ranks together, on the GPU)" : "");
 
     if (json_out) {
         report = metrics_json(&full);
