@@ -1,0 +1,422 @@
+#!/usr/bin/env bash
+# bench/gpu_run.sh - the whole GPU session in one script: build with CUDA,
+# the cuda tests (plain and under compute-sanitizer), encoder speed beside
+# PyTorch (ViT-B/32 and ViT-B/16 images, text; BF16; MFU), GPU-vs-CPU
+# parity, exact search, and `index build --device cuda` over a generated
+# JPEG corpus next to the pure encoder rate. Every step is time-limited and
+# the script carries on past failures; the figures end up in one summary.
+#
+# usage (from anywhere; it runs in the repository root):
+#   bash bench/gpu_run.sh
+# environment (all optional):
+#   OUT=./gpu-out        results: summary.txt, run.log (this transcript),
+#                        logs.tar.gz (every step's full log) - 3 files
+#   WORK=/tmp/sightline-gpu   scratch: models, JPEGs, indices, logs
+#   BUILD=build-gpu      build directory (kept: a rerun rebuilds incrementally)
+#   BUDGET=540           seconds for the whole script; each step's limit is cut
+#                        to what is left (the device tool allows 600 a command)
+#   STEPS="deps build ctest bench parity index search sanitize"   the steps to run
+#   N_JPEGS=20000        corpus size for the index step
+#   QUICK=1              tiny settings everywhere (a dry run of the script)
+#   INDEX_DEVICE=cuda    --device of the index step (cpu: try the step without a GPU)
+#   JOBS=$(nproc)        build parallelism
+#   PYTHON=...           the Python with PyTorch (else the first of python3,
+#                        /usr/bin/python3, /usr/local/bin/python3,
+#                        /opt/conda/bin/python whose torch sees CUDA)
+#
+# Planned wall time on one H100 with 16 cores (limits in brackets): deps 1 s,
+# configure + build ~20-60 s [120 + 300] (the same targets take 17 s on 2
+# cores of the development machine), ctest -L cuda ~20 s [150],
+# models ~15 s [90], encoder B/32 ~50 s [170], B/16 ~35 s [130], parity
+# ~15 s [90 + 2 x 60], JPEGs ~6 s [120], index build x 2 ~30 s [2 x 150],
+# search ~25 s [120], compute-sanitizer: what is left, up to 120 s a test.
+# Typical total ~4-6 minutes; BUDGET keeps it under 9 (the summary and the
+# archive are written even when a step overruns). STEPS splits a session in
+# two calls if needed (e.g. STEPS="build sanitize": an incremental build
+# when build-gpu is still there).
+set -u
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+OUT=${OUT:-./gpu-out} # relative paths: to the directory it is started from
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 1
+WORK=${WORK:-/tmp/sightline-gpu}
+mkdir -p "$WORK" && WORK=$(cd "$WORK" && pwd) || exit 1
+BUILD=${BUILD:-$ROOT/build-gpu}
+mkdir -p "$BUILD" && BUILD=$(cd "$BUILD" && pwd) || exit 1
+cd "$ROOT" || exit 1
+BUDGET=${BUDGET:-540}
+STEPS=${STEPS:-deps build ctest bench parity index search sanitize}
+N_JPEGS=${N_JPEGS:-20000}
+QUICK=${QUICK:-0}
+INDEX_DEVICE=${INDEX_DEVICE:-cuda}
+JOBS=${JOBS:-$(nproc)}
+RESERVE=15 # seconds kept for the summary and the archive
+LOGS=$WORK/logs
+SUMMARY=$WORK/summary.txt
+T0=$(date +%s)
+
+has_step() { case " $STEPS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+elapsed() { echo $(($(date +%s) - T0)); }
+section() { printf '\n==================== %s  [t=%ss] ====================\n' "$*" "$(elapsed)"; }
+summ() { printf '%s\n' "$*" >>"$SUMMARY"; }
+
+# run LOG LIMIT CMD...: CMD with its output in LOG, killed (with its
+# children) after LIMIT seconds, or fewer when the budget is short. Prints a
+# status line; returns CMD's status (124 on timeout, 125 when skipped).
+run() {
+    local log=$1 limit=$2
+    shift 2
+    local left=$((BUDGET - $(elapsed) - RESERVE))
+    if ((left < 10)); then
+        echo "  SKIPPED: time budget spent ($(elapsed) s of $BUDGET)" | tee "$log"
+        return 125
+    fi
+    ((limit > left)) && limit=$left
+    local t
+    t=$(date +%s.%N)
+    timeout -k 5 "$limit" "$@" >"$log" 2>&1
+    local rc=$?
+    local secs
+    secs=$(awk -v a="$t" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    local what="rc=$rc"
+    ((rc == 124 || rc == 137)) && what="TIMED OUT after ${limit}s"
+    ((rc == 77)) && what="skipped (77: no usable CUDA device)"
+    echo "  [$(basename "$log")] $what in ${secs} s (limit ${limit} s)"
+    LAST_SECS=$secs
+    return $rc
+}
+
+# Last lines of a log written by this run, indented (for failures).
+tail_log() { [ "$1" -nt "$WORK/.start" ] && tail -n "${2:-25}" "$1" | sed 's/^/  | /'; }
+
+main() {
+    mkdir -p "$WORK" "$LOGS"
+    touch "$WORK/.start"
+    sleep 1 # logs written from now on are newer than .start
+    rm -f "$SUMMARY" # logs of steps not run this time stay (a split session keeps both halves)
+    summ "sightline GPU session - $(date -u '+%Y-%m-%d %H:%M:%S UTC') - $(hostname)"
+    summ "steps: $STEPS; QUICK=$QUICK; N_JPEGS=$N_JPEGS; budget ${BUDGET} s"
+
+    section "0. machine"
+    local gpu="none"
+    if command -v nvidia-smi >/dev/null 2>&1; then
+        nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit \
+            --format=csv 2>&1 | tee "$LOGS/nvidia-smi.txt"
+        gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n1)
+        [ -n "$gpu" ] || gpu="none (nvidia-smi failed)"
+    else
+        echo "nvidia-smi: not found (no NVIDIA driver here)"
+    fi
+    local nvcc=/usr/local/cuda/bin/nvcc
+    command -v nvcc >/dev/null 2>&1 && nvcc=$(command -v nvcc)
+    local cudav
+    cudav=$("$nvcc" --version 2>/dev/null | grep -o 'release [0-9.]*' || echo "no nvcc")
+    echo "CPU: $(nproc) cores; memory: $(free -g 2>/dev/null | awk '/Mem:/ {print $2 " GiB"}'); CUDA: $cudav"
+    echo "source: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo 'no git')" \
+        "$(git -C "$ROOT" status --porcelain 2>/dev/null | wc -l | awk '$1 > 0 {print "(+" $1 " changed files)"}')"
+    summ "GPU: $gpu; CPU cores: $(nproc); CUDA: $cudav"
+
+    # Python: one whose torch sees CUDA runs the reference (PYREF); any with
+    # torch writes the random models (PYMAKE).
+    PYREF="" PYMAKE=""
+    local c seen=" "
+    for c in ${PYTHON:-} python3 /usr/bin/python3 /usr/local/bin/python3 /opt/conda/bin/python python; do
+        c=$(command -v "$c" 2>/dev/null) || continue
+        # (by path, not by real path: a venv's python links to the system's)
+        case "$seen" in *" $c "*) continue ;; esac
+        seen="$seen$c "
+        local v
+        v=$(timeout 60 "$c" -c 'import torch; print(torch.__version__, torch.version.cuda, torch.cuda.is_available())' 2>/dev/null | tail -n1)
+        [ -n "$v" ] || continue
+        echo "python: $c: torch $v"
+        [ -n "$PYMAKE" ] || PYMAKE=$c
+        if [ -z "$PYREF" ] && [ "${v##* }" = "True" ]; then PYREF=$c; fi
+    done
+    [ -n "$PYMAKE" ] || echo "python: no interpreter with torch: no random models, no PyTorch reference"
+    [ -n "$PYREF" ] || echo "python: no torch that sees CUDA: the PyTorch reference is skipped"
+    summ "python with torch: ${PYMAKE:-none}; with torch + CUDA (reference): ${PYREF:-none}"
+
+    local q=$QUICK
+    local BIN=$BUILD
+
+    # ------------------------------------------------------------------
+    if has_step deps; then
+        section "deps: Debian packages (scripts/deps.sh, checked only: no internet here)"
+        # As root deps.sh would apt-get install; run it as nobody, where it
+        # only lists what is missing.
+        local asnobody=""
+        if [ "$(id -u)" -ne 0 ]; then
+            asnobody=" "
+        elif command -v setpriv >/dev/null 2>&1; then
+            asnobody="setpriv --reuid=65534 --regid=65534 --clear-groups"
+        elif command -v runuser >/dev/null 2>&1; then
+            asnobody="runuser -u nobody --"
+        fi
+        if [ -n "$asnobody" ]; then
+            for what in build test; do
+                # shellcheck disable=SC2086
+                if run "$LOGS/deps_$what.log" 20 $asnobody sh -s "$what" <"$ROOT/scripts/deps.sh"; then
+                    echo "  $what: every package installed"
+                    summ "deps $what: all installed"
+                else
+                    local miss
+                    miss=$(grep -o 'install -y.*' "$LOGS/deps_$what.log" | sed 's/install -y//')
+                    echo "  $what: missing:${miss:- (see log)}"
+                    summ "deps $what: MISSING${miss:- ?}"
+                fi
+            done
+        else
+            echo "  cannot drop root (no setpriv/runuser): not checked"
+        fi
+    fi
+
+    # ------------------------------------------------------------------
+    local built=0
+    if has_step build; then
+        section "a. configure + build (Release, SL_CUDA=ON, SL_WERROR=ON) in $BUILD"
+        local targets=(sightline-cli bench_encoder bench_gpu_search bench_gpu_jpegs test_cuda test_cuda_search
+            test_cuda_encoder)
+        local werror=ON
+        if run "$LOGS/configure.log" 120 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
+            -DSL_CUDA=ON -DSL_WERROR=ON &&
+            run "$LOGS/build.log" 300 cmake --build "$BUILD" -j"$JOBS" --target "${targets[@]}"; then
+            built=1
+        else
+            tail_log "$LOGS/configure.log" 10
+            tail_log "$LOGS/build.log" 30
+            echo "  the -Werror build failed; trying again with SL_WERROR=OFF to get the figures"
+            werror=OFF
+            if run "$LOGS/configure_nowerror.log" 120 cmake -S "$ROOT" -B "$BUILD" \
+                -DCMAKE_BUILD_TYPE=Release -DSL_CUDA=ON -DSL_WERROR=OFF &&
+                run "$LOGS/build_nowerror.log" 300 cmake --build "$BUILD" -j"$JOBS" --target "${targets[@]}"; then
+                built=1
+            else
+                tail_log "$LOGS/build_nowerror.log" 30
+            fi
+        fi
+        grep -E 'CUDA \(SL_CUDA|NCCL|warnings as errors' "$LOGS/configure.log" 2>/dev/null | sed 's/^/  /'
+        if ((built)); then
+            summ "build: OK (SL_WERROR=$werror)$([ $werror = OFF ] && echo ' - the -Werror build FAILED, see build.log')"
+        else
+            summ "build: FAILED (see configure*.log / build*.log)"
+        fi
+    elif [ -x "$BIN/bench_encoder" ] || [ -x "$BIN/bench/bench_encoder" ]; then
+        built=1
+    fi
+    local SL=$BIN/sightline BE=$BIN/bench/bench_encoder BS=$BIN/bench/bench_gpu_search
+    local BJ=$BIN/bench/bench_gpu_jpegs
+
+    # ------------------------------------------------------------------
+    if has_step ctest && ((built)); then
+        section "b1. ctest -L cuda"
+        (cd "$BUILD" && run "$LOGS/ctest_cuda.log" 150 ctest -L cuda --output-on-failure --timeout 120)
+        grep -E '^ *[0-9]+/[0-9]+ Test|tests passed|Skipped|Failed|\*\*\*' "$LOGS/ctest_cuda.log" | sed 's/^/  /'
+        summ "ctest -L cuda: $(grep -E 'tests passed' "$LOGS/ctest_cuda.log" || echo 'no result')"
+        grep -E 'Test +#[0-9]+:' "$LOGS/ctest_cuda.log" |
+            sed -E 's/^ *[0-9]+\/[0-9]+ +//; s/ \.+\**/ /; s/ +/ /g; s/^/  ctest /' >>"$SUMMARY"
+    fi
+
+    # ------------------------------------------------------------------
+    # Models: random ViT-B/32 and ViT-B/16 (HF layout, F32) for the
+    # encoder, parity and index steps.
+    local M32=$WORK/model-b32 M16=$WORK/model-b16 have_models=0
+    if (has_step bench || has_step parity || has_step index) && ((built)); then
+        section "models: random ViT-B/32 and ViT-B/16 (bench/encoder_ref.py make)"
+        if [ -n "$PYMAKE" ]; then
+            if [ -f "$M32/config.json" ] && [ -f "$M16/config.json" ]; then
+                echo "  reusing $M32 and $M16"
+                have_models=1
+            elif run "$LOGS/models.log" 90 sh -c "'$PYMAKE' bench/encoder_ref.py make '$M32.tmp' b32 && rm -rf '$M32' && mv '$M32.tmp' '$M32' && '$PYMAKE' bench/encoder_ref.py make '$M16.tmp' b16 && rm -rf '$M16' && mv '$M16.tmp' '$M16'"; then
+                have_models=1
+            else
+                tail_log "$LOGS/models.log"
+            fi
+        else
+            echo "  no Python with torch: the encoder steps are skipped; parity and index use models/demo"
+        fi
+    fi
+
+    # ------------------------------------------------------------------
+    local enc_rate=""
+    if has_step bench && ((built)) && ((have_models)); then
+        section "c. encoder speed beside PyTorch (BF16, batch 256)"
+        local ref="--python $PYREF"
+        [ -n "$PYREF" ] || ref="--no-ref"
+        local sz=""
+        ((q)) && sz="--batch 8 --iters 2 --rounds 1 --warmup 1"
+        local arch
+        for arch in b32 b16; do
+            local model=$M32 towers=both limit=170
+            [ $arch = b16 ] && model=$M16 towers=image limit=130
+            echo "--- ViT-B/${arch#b} ($towers) ---"
+            # shellcheck disable=SC2086
+            run "$LOGS/bench_encoder_$arch.log" $limit "$BE" --model "$model" --device cuda \
+                --towers $towers $ref $sz
+            local rc=$?
+            grep -vE '^round ' "$LOGS/bench_encoder_$arch.log" | sed 's/^/  /'
+            if ((rc == 0)); then
+                grep '^RESULT' "$LOGS/bench_encoder_$arch.log" | awk -v arch="$arch" '{
+                    for (i = 2; i <= NF; i++) { split($i, kv, "="); r[kv[1]] = kv[2] }
+                    printf "encoder %s %s (%s, batch %s): sightline %.1f/s = %.1f TFLOP/s, MFU %.1f%%",
+                        arch, r["tower"], r["dtype"], r["batch"], r["sl_per_s"], r["sl_tflops"], 100 * r["sl_mfu"]
+                    if (r["torch_gpu_per_s"] > 0)
+                        printf "; PyTorch eager %.1f/s inputs on GPU (sightline %.2fx, target >= 1.2x), %.1f/s host I/O (%.2fx), MFU %.1f%%",
+                            r["torch_gpu_per_s"], r["ratio_vs_torch_gpu"], r["torch_host_per_s"], r["ratio_vs_torch_host"], 100 * r["torch_mfu"]
+                    printf "; GPU MB sightline %s, torch %s\n", r["sl_gpu_mb"], r["torch_gpu_mb"]
+                    sub(/^RESULT /, "")
+                    print "  raw: " $0
+                }' >>"$SUMMARY"
+            else
+                summ "encoder $arch: FAILED or skipped (rc=$rc)"
+            fi
+        done
+        [ -z "$PYREF" ] && summ "encoder: PyTorch reference NOT run (no torch with CUDA)"
+    fi
+    # The pure encoder rate for the index step: this run's, else an earlier run's log.
+    enc_rate=$(grep '^RESULT tower=image' "$LOGS/bench_encoder_b32.log" 2>/dev/null |
+        grep -o 'sl_per_s=[0-9.]*' | cut -d= -f2)
+
+    # ------------------------------------------------------------------
+    if has_step parity && ((built)); then
+        section "c2. parity: GPU embeddings against the CPU path (tolerances 2e-2 BF16, 1e-4 F32)"
+        local pm
+        for pm in b32 demo; do
+            local model=$M32
+            [ $pm = demo ] && model=$ROOT/models/demo
+            if [ $pm = b32 ] && ((!have_models)); then continue; fi
+            echo "--- $pm ($model) ---"
+            run "$LOGS/parity_$pm.log" 90 "$BE" --parity --model "$model"
+            local rc=$?
+            sed 's/^/  /' "$LOGS/parity_$pm.log" | grep -v '^  PARITY'
+            if grep -q '^PARITY' "$LOGS/parity_$pm.log"; then
+                grep '^PARITY' "$LOGS/parity_$pm.log" | sed "s/^PARITY /parity $pm: /" >>"$SUMMARY"
+            else
+                summ "parity $pm: no result (rc=$rc)"
+            fi
+        done
+        if [ -n "$PYREF" ]; then
+            echo "--- the PyTorch baseline computes the same function (eager model vs clip_ref, small model) ---"
+            local dt
+            for dt in bf16 f32; do
+                run "$LOGS/ref_check_$dt.log" 60 "$PYREF" bench/encoder_ref.py check --device cuda --dtype $dt
+                sed 's/^/  /' "$LOGS/ref_check_$dt.log" | grep -v Warning | tail -n 4
+                grep '^torch eager' "$LOGS/ref_check_$dt.log" | sed 's/^/reference check: /' >>"$SUMMARY"
+            done
+        fi
+    fi
+
+    # ------------------------------------------------------------------
+    if has_step index && ((built)); then
+        section "e. index build --device $INDEX_DEVICE over $N_JPEGS generated JPEGs"
+        local J=$WORK/jpegs
+        run "$LOGS/jpegs.log" 120 "$BJ" --out "$J" --n "$N_JPEGS"
+        sed 's/^/  /' "$LOGS/jpegs.log"
+        summ "$(grep '^jpegs:' "$LOGS/jpegs.log" || echo 'jpegs: FAILED')"
+        local model=$M32
+        ((have_models)) || model=$ROOT/models/demo
+        local b
+        for b in default 256; do
+            local idx=$WORK/index-$b
+            rm -rf "$idx"
+            local bopt=""
+            [ $b = 256 ] && bopt="--batch 256"
+            echo "--- sightline index build --device $INDEX_DEVICE --batch $b (model $(basename "$model")) ---"
+            # shellcheck disable=SC2086
+            run "$LOGS/index_build_$b.log" 150 "$SL" index build --device "$INDEX_DEVICE" --model "$model" \
+                --images "$J" --index "$idx" $bopt --quiet
+            local rc=$? secs=$LAST_SECS
+            tail -n 3 "$LOGS/index_build_$b.log" | sed 's/^/  /'
+            if ((rc == 0)); then
+                local n
+                n=$(grep -oE '^[^:]*: [0-9]+ images in the index' "$LOGS/index_build_$b.log" |
+                    grep -oE '[0-9]+ images' | grep -oE '[0-9]+')
+                n=${n:-$N_JPEGS}
+                local rate
+                rate=$(awk -v n="$n" -v s="$secs" 'BEGIN { printf "%.1f", n / s }')
+                local line="index build --device $INDEX_DEVICE (batch $b): $n images in $secs s = $rate images/s (wall, process start to exit)"
+                if [ -n "$enc_rate" ]; then
+                    line="$line; encoder alone (B/32, batch 256, bench_encoder) $enc_rate images/s; ratio $(awk -v a="$rate" -v b="$enc_rate" 'BEGIN { printf "%.2f", a / b }')"
+                fi
+                echo "  $line"
+                summ "$line"
+                summ "  its own line: $(grep -E 'images/s' "$LOGS/index_build_$b.log" | tail -n1)"
+            else
+                summ "index build (batch $b): FAILED (rc=$rc): $(tail -n1 "$LOGS/index_build_$b.log")"
+            fi
+        done
+    fi
+
+    # ------------------------------------------------------------------
+    if has_step search && ((built)); then
+        section "d. bench_gpu_search (retrieval ranks, top-k)"
+        local sz=""
+        ((q)) && sz="--images 500 --texts 2500 --n 100000 --nq 1000 --cpu-queries 100 --rounds 1"
+        # shellcheck disable=SC2086
+        run "$LOGS/bench_gpu_search.log" 120 "$BS" $sz
+        local rc=$?
+        sed 's/^/  /' "$LOGS/bench_gpu_search.log"
+        if ((rc == 0 || rc == 1)) && grep -q speed-up "$LOGS/bench_gpu_search.log"; then
+            grep -E 'retrieval ranks:|top-k:|speed-up|differ|GPU  device|GPU  end to end|CPU  total|CPU  sgemm' \
+                "$LOGS/bench_gpu_search.log" | sed 's/^ */gpu_search: /' >>"$SUMMARY"
+        else
+            summ "gpu_search: no result (rc=$rc)"
+        fi
+    fi
+
+    # ------------------------------------------------------------------
+    if has_step sanitize && ((built)); then
+        section "b2. compute-sanitizer (memcheck on the cuda tests, racecheck on test_cuda_search)"
+        local cs=/usr/local/cuda/bin/compute-sanitizer
+        [ -x "$cs" ] || cs=$(command -v compute-sanitizer 2>/dev/null || true)
+        if [ -z "$cs" ] || [ ! -x "$cs" ]; then
+            echo "  compute-sanitizer: not found"
+            summ "compute-sanitizer: not found, not run"
+        else
+            local spec
+            for spec in memcheck:test_cuda memcheck:test_cuda_search memcheck:test_cuda_encoder racecheck:test_cuda_search; do
+                local tool=${spec%%:*} t=${spec#*:}
+                local exe
+                exe=$(find "$BUILD" -maxdepth 3 -type f -name "$t" -perm -u+x | head -n1)
+                if [ -z "$exe" ]; then
+                    summ "sanitizer $tool $t: no executable"
+                    continue
+                fi
+                local lim=120
+                ((q)) && lim=40
+                (cd "$(dirname "$exe")" && run "$LOGS/sanitize_${tool}_$t.log" $lim "$cs" --tool "$tool" \
+                    --error-exitcode 86 "$exe")
+                local rc=$?
+                local es
+                es=$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$LOGS/sanitize_${tool}_$t.log" | tail -n1)
+                echo "  $tool $t: ${es:-no summary line} (rc=$rc)"
+                ((rc != 0 && rc != 124 && rc != 125)) && tail_log "$LOGS/sanitize_${tool}_$t.log" 15
+                local verdict="PASS"
+                ((rc == 86)) && verdict="ERRORS"
+                ((rc == 124 || rc == 137)) && verdict="TIMED OUT (no verdict)"
+                ((rc == 125)) && verdict="SKIPPED (budget)"
+                ((rc == 77)) && verdict="SKIPPED (no device)"
+                ((rc != 0 && rc != 86 && rc != 124 && rc != 137 && rc != 125 && rc != 77)) && verdict="FAILED rc=$rc"
+                summ "sanitizer $tool $t: $verdict; ${es:-no summary}"
+            done
+        fi
+    fi
+
+    # ------------------------------------------------------------------
+    section "f. summary ($SUMMARY -> $OUT/summary.txt)"
+    summ "total wall time: $(elapsed) s"
+    cat "$SUMMARY"
+    cp "$SUMMARY" "$OUT/summary.txt"
+    # Every log in one archive (logs over 8 MB keep their first and last 2 MB).
+    local f
+    for f in "$LOGS"/*; do
+        [ -f "$f" ] || continue
+        if [ "$(stat -c %s "$f")" -gt 8388608 ]; then
+            { head -c 2097152 "$f"; printf '\n[... cut ...]\n'; tail -c 2097152 "$f"; } >"$f.cut" && mv "$f.cut" "$f"
+        fi
+    done
+    tar -czf "$OUT/logs.tar.gz" -C "$WORK" logs summary.txt 2>/dev/null
+    echo "results: $OUT/summary.txt, $OUT/run.log, $OUT/logs.tar.gz"
+}
+
+main "$@" 2>&1 | tee "$OUT/run.log"
+exit "${PIPESTATUS[0]}"
