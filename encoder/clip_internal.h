@@ -85,6 +85,7 @@ struct sl_encoder {
     char *path;                   /* the weights file (for messages) */
     sl_patch_tokens patch_tokens; /* resolved: VALUE or FINAL */
     struct clip_gpu *gpu;         /* the CUDA copy of the model, or NULL for the CPU */
+    int cuda_device;              /* its device (when gpu) */
 };
 
 /* ---- clip_config.c ------------------------------------------------------- */

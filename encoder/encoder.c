@@ -130,6 +130,7 @@ sl_status sl_encoder_open(const char *path, const sl_encoder_opts *opts, sl_enco
         sl_clip_config gc = enc->cfg; /* with the resolved patch tokens */
         gc.patch_tokens = enc->patch_tokens;
         if ((st = clip_gpu_open(cuda, bf16, &gc, &enc->w, enc->path, &enc->gpu))) goto fail;
+        enc->cuda_device = cuda;
     }
     if (opts && opts->threads > 0) {
         omp_set_num_threads(opts->threads);
@@ -179,6 +180,10 @@ const sl_clip_config *sl_encoder_config(const sl_encoder *enc) {
 
 const sl_tokenizer *sl_encoder_tokenizer(const sl_encoder *enc) {
     return enc ? enc->tok : NULL;
+}
+
+int sl_encoder_cuda_device(const sl_encoder *enc) {
+    return enc && enc->gpu ? enc->cuda_device : -1;
 }
 
 sl_patch_tokens sl_encoder_patch_tokens(const sl_encoder *enc) {

@@ -63,7 +63,7 @@ void sl_cmd_index_help(FILE *out) {
         "  --wait               wait for a concurrent run instead of exiting 75\n"
         "  --device NAME        cpu (default), cuda[:N] or cuda-f32[:N]\n"
         "  --threads N          compute threads (default: all cores)\n"
-        "  --batch N            images per forward pass (default 32)\n"
+        "  --batch N            images per forward pass (default 32; 256 on a GPU)\n"
         "  --max-pixels N       refuse images declaring more pixels (default 100000000)\n"
         "  --quiet              print only errors and the one-line summary\n"
         "URL lists (--urls):\n"

@@ -813,7 +813,10 @@ sl_status sl_index_update(const sl_index_opts *o, sl_index_summary *sum) {
     /* encode what changed */
     if (ntodo) {
         const sl_clip_config *cfg = sl_encoder_config(r.enc);
-        size_t batch = o->batch > 0 ? (size_t)o->batch : 32;
+        /* On a GPU the forward pass leaves the cores free: larger batches,
+         * and decoding goes on while it runs. */
+        const int on_gpu = sl_encoder_cuda_device(r.enc) >= 0;
+        size_t batch = o->batch > 0 ? (size_t)o->batch : on_gpu ? 256 : 32;
         size_t S = (size_t)cfg->image_size, img_floats = 3 * S * S;
         r.img_floats = img_floats;
         pipeline p = {.todo = todo,
@@ -828,18 +831,19 @@ sl_status sl_index_update(const sl_index_opts *o, sl_index_summary *sum) {
         p.dopt.min_short_side = cfg->image_size;
         p.cap = 2 * batch;
         p.q = calloc(p.cap, sizeof *p.q);
-        /* The encoder's OpenMP team takes `threads` cores (default all).
+        /* The encoder's OpenMP team takes `threads` cores (default all; one
+         * feeding the GPU when it runs there).
          * Decoding runs on the cores it leaves; when it leaves none, on
          * every core between forward passes (gated): a decode thread that
          * preempts one member of the team stalls the whole team at its next
          * barrier, costing about twice the decode time (bench/index.c). */
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-        long enc_threads = o->threads > 0 ? o->threads : ncpu;
+        long enc_threads = on_gpu ? 1 : o->threads > 0 ? o->threads : ncpu;
         p.gated = ncpu - enc_threads < 1;
         int nworkers = (int)(p.gated ? ncpu : ncpu - enc_threads);
         if (nworkers < 1) nworkers = 1;
-        if (nworkers > 16) nworkers = 16;
-        pthread_t tids[16];
+        if (nworkers > 64) nworkers = 64;
+        pthread_t tids[64];
         float *pix = malloc(batch * img_floats * sizeof(float));
         float *emb = malloc(batch * r.dim * sizeof(float));
         float *patch = r.npatch ? malloc(batch * r.npatch * r.dim * sizeof(float)) : NULL;

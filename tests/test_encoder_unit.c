@@ -178,6 +178,7 @@ static void test_valid_hf(const char *tmp) {
     /* Patch tokens: VALUE by default; config.json "patch_tokens": "final"
      * picks FINAL (other numbers), the options override the config. */
     CHECK(sl_encoder_patch_tokens(enc) == SL_PATCH_TOKENS_VALUE);
+    CHECK(sl_encoder_cuda_device(enc) == -1 && sl_encoder_cuda_device(NULL) == -1);
     {
         sl_encoder *ef = NULL, *ev = NULL;
         char cfg2[1024];

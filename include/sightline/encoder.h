@@ -109,6 +109,9 @@ const sl_clip_config *sl_encoder_config(const sl_encoder *enc);
  * must then be given as token ids). */
 const sl_tokenizer *sl_encoder_tokenizer(const sl_encoder *enc);
 
+/* The CUDA device the encoder runs on, or -1 for the CPU. */
+int sl_encoder_cuda_device(const sl_encoder *enc);
+
 /* The patch embeddings this encoder computes (VALUE or FINAL, resolved). */
 sl_patch_tokens sl_encoder_patch_tokens(const sl_encoder *enc);
 
