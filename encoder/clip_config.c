@@ -68,6 +68,11 @@ sl_status clip_config_validate(const sl_clip_config *cfg, const char *src) {
         return sl_set_error(SL_ERR_FORMAT,
                             "%s: image_size %d must be a multiple of patch_size %d (at most 4096)",
                             src, cfg->image_size, cfg->patch_size);
+    if (cfg->region_size && (cfg->region_size < cfg->patch_size || cfg->region_size > 4096 ||
+                             cfg->region_size % cfg->patch_size))
+        return sl_set_error(SL_ERR_FORMAT,
+                            "%s: region_size %d must be a multiple of patch_size %d (at most 4096)",
+                            src, cfg->region_size, cfg->patch_size);
     if (cfg->context_length < 1 || cfg->context_length > 8192)
         return sl_set_error(SL_ERR_LIMIT, "%s: context length %d outside [1, 8192]", src,
                             cfg->context_length);
@@ -208,6 +213,7 @@ sl_status clip_config_read_hf(const char *path, sl_clip_config *cfg) {
         (st = get_int(vc, "image_size", 1, 4096, &cfg->image_size, path, "vision_config")) ||
         (st = get_int(vc, "patch_size", 1, 4096, &cfg->patch_size, path, "vision_config")))
         goto done;
+    if ((st = get_int(root, "region_size", 1, 4096, &cfg->region_size, path, ""))) goto done;
     json_t *pt = json_object_get(root, "patch_tokens");
     if (pt && !json_is_null(pt)) {
         const char *v = json_is_string(pt) ? json_string_value(pt) : "";

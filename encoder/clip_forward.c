@@ -15,6 +15,7 @@
 #include "encoder/clip_internal.h"
 #include "kernels/cpu/ops.h"
 
+#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,12 +165,57 @@ static const float *tower_blocks(acts *a, const clip_block_w *blocks, const sl_t
 /* Image tower                                                              */
 /* ------------------------------------------------------------------------ */
 
-sl_status clip_forward_images(sl_encoder *enc, const float *pixels, int n, float *out,
-                              float *patches) {
+/* PyTorch's bicubic kernel (A = -0.75) at offset t in [0, 1): the weights
+ * of the samples at -1, 0, 1, 2. */
+static void cubic_weights(float t, float wt[4]) {
+    const float A = -0.75f;
+    float x = t + 1.f;
+    wt[0] = ((A * x - 5.f * A) * x + 8.f * A) * x - 4.f * A;
+    x = t;
+    wt[1] = ((A + 2.f) * x - (A + 3.f)) * x * x + 1.f;
+    x = 1.f - t;
+    wt[2] = ((A + 2.f) * x - (A + 3.f)) * x * x + 1.f;
+    x = 2.f - t;
+    wt[3] = ((A * x - 5.f * A) * x + 8.f * A) * x - 4.f * A;
+}
+
+void clip_resize_bicubic(const float *src, int g0, float *dst, int g1, int C, int planar) {
+    const float scale = (float)g0 / (float)g1;
+#pragma omp parallel for schedule(static)
+    for (int y = 0; y < g1; y++) {
+        float ry = scale * ((float)y + 0.5f) - 0.5f, fy = floorf(ry), wy[4];
+        cubic_weights(ry - fy, wy);
+        for (int x = 0; x < g1; x++) {
+            float rx = scale * ((float)x + 0.5f) - 0.5f, fx = floorf(rx), wx[4];
+            cubic_weights(rx - fx, wx);
+            for (int ch = 0; ch < C; ch++) {
+                float acc = 0.f;
+                for (int i = 0; i < 4; i++) {
+                    int sy = (int)fy - 1 + i;
+                    sy = sy < 0 ? 0 : sy >= g0 ? g0 - 1 : sy;
+                    float row = 0.f;
+                    for (int j = 0; j < 4; j++) {
+                        int sx = (int)fx - 1 + j;
+                        sx = sx < 0 ? 0 : sx >= g0 ? g0 - 1 : sx;
+                        size_t at = planar ? ((size_t)ch * g0 + sy) * g0 + sx
+                                           : ((size_t)sy * g0 + sx) * C + ch;
+                        row += wx[j] * src[at];
+                    }
+                    acc += wy[i] * row;
+                }
+                size_t to = planar ? ((size_t)ch * g1 + y) * g1 + x : ((size_t)y * g1 + x) * C + ch;
+                dst[to] = acc;
+            }
+        }
+    }
+}
+
+sl_status clip_forward_images(sl_encoder *enc, const float *pixels, int n, int S, const float *pos,
+                              float *out, float *patches) {
     const sl_clip_config *c = &enc->cfg;
     const clip_weights *w = &enc->w;
-    const int W = c->vision.width, D = c->embed_dim, p = c->patch_size, S = c->image_size;
-    const int P = sl_clip_num_patches(c), T = P + 1, R = n * T, kk = 3 * p * p;
+    const int W = c->vision.width, D = c->embed_dim, p = c->patch_size;
+    const int P = (S / p) * (S / p), T = P + 1, R = n * T, kk = 3 * p * p;
     acts a;
     sl_status st = acts_get(enc, &a, (size_t)R, (size_t)n, (size_t)W, (size_t)c->vision.mlp_width,
                             (size_t)D, (size_t)n * P * kk, (size_t)T);
@@ -188,9 +234,9 @@ sl_status clip_forward_images(sl_encoder *enc, const float *pixels, int n, float
     for (int r = 0; r < R; r++) {
         const int b = r / T, t = r % T;
         const float *src = t == 0 ? w->cls : a.att + ((size_t)b * P + t - 1) * W;
-        const float *pos = w->v_pos + (size_t)t * W;
+        const float *ps = pos + (size_t)t * W;
         float *dst = a.x + (size_t)r * W;
-        for (int j = 0; j < W; j++) dst[j] = src[j] + pos[j];
+        for (int j = 0; j < W; j++) dst[j] = src[j] + ps[j];
     }
     /* x = LN_pre(x) (in place: the residual stream starts after it). */
     sl_op_residual_layernorm_forward(a.x, NULL, NULL, a.x, NULL, w->pre_w, w->pre_b, R, W,

@@ -86,6 +86,11 @@ struct sl_encoder {
     sl_patch_tokens patch_tokens; /* resolved: VALUE or FINAL */
     struct clip_gpu *gpu;         /* the CUDA copy of the model, or NULL for the CPU */
     int cuda_device;              /* its device (when gpu) */
+    int region_size;              /* input side of the patch-token pass (resolved) */
+    float *region_pos;            /* its position table [(region/p)^2 + 1, W], or NULL when
+                                     region_size == image_size */
+    float *region_pix;            /* resized input of one chunk, grown on demand */
+    size_t region_pix_floats;
 };
 
 /* ---- clip_config.c ------------------------------------------------------- */
@@ -128,10 +133,17 @@ void clip_weights_free(clip_weights *w);
 
 /* ---- clip_forward.c ------------------------------------------------------ */
 
-/* Image tower on n images (pixels [n, 3, S, S]); out [n, D] (projected class
- * token), patches [n, P, D] or NULL. n is bounded by the caller's chunking. */
-sl_status clip_forward_images(sl_encoder *enc, const float *pixels, int n, float *out,
-                              float *patches);
+/* Image tower on n images pixels [n, 3, S, S] (S: image_size, or another
+ * multiple of the patch side with pos resized to its grid), position table
+ * pos [(S/p)^2 + 1, W]; out [n, D] (projected class token), patches
+ * [n, (S/p)^2, D] or NULL. n is bounded by the caller's chunking. */
+sl_status clip_forward_images(sl_encoder *enc, const float *pixels, int n, int S, const float *pos,
+                              float *out, float *patches);
+
+/* Bicubic resize (PyTorch's: align_corners false, A = -0.75, edge samples
+ * repeated) of a g0 x g0 grid of C channels to g1 x g1: planar [C, g, g] or
+ * channels-last [g, g, C]. */
+void clip_resize_bicubic(const float *src, int g0, float *dst, int g1, int C, int planar);
 
 /* Text tower on n validated sequences tokens [n, ctx]; out [n, D];
  * tokens_out [n, ctx, D] or NULL. */

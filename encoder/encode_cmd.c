@@ -32,6 +32,8 @@ void sl_cmd_encode_help(FILE *out) {
           "                    'sightline info' shows which)\n"
           "  --out OUT.npy     embeddings [N, D]\n"
           "  --patches P.npy   also write projected patch tokens [N, P, D] (images only)\n"
+          "  --region-size N   input side of the patch-token pass (default: the model's\n"
+          "                    region_size, else its image size)\n"
           "  --patch-tokens value|final\n"
           "                    which patch embeddings (default: the model's, else value: the\n"
           "                    last block's value path; final: its output rows)\n"
@@ -254,7 +256,7 @@ static sl_status run_pixels(sl_encoder *enc, const char *path, size_t batch, int
                             enc_out *o) {
     const sl_clip_config *cfg = sl_encoder_config(enc);
     const size_t S = (size_t)cfg->image_size, D = (size_t)cfg->embed_dim;
-    const size_t P = (size_t)sl_clip_num_patches(cfg);
+    const size_t P = (size_t)sl_encoder_num_patches(enc);
     sl_npy arr;
     sl_status st = sl_npy_read(path, &arr);
     if (st) return st;
@@ -396,6 +398,7 @@ int sl_cmd_encode(int argc, char **argv) {
         O_OUT,
         O_PATCHES,
         O_PATCH_TOKENS,
+        O_REGION_SIZE,
         O_DEVICE,
         O_NONORM,
         O_BATCH,
@@ -412,6 +415,7 @@ int sl_cmd_encode(int argc, char **argv) {
                                              {"out", required_argument, 0, O_OUT},
                                              {"patches", required_argument, 0, O_PATCHES},
                                              {"patch-tokens", required_argument, 0, O_PATCH_TOKENS},
+                                             {"region-size", required_argument, 0, O_REGION_SIZE},
                                              {"device", required_argument, 0, O_DEVICE},
                                              {"no-normalize", no_argument, 0, O_NONORM},
                                              {"batch", required_argument, 0, O_BATCH},
@@ -423,6 +427,7 @@ int sl_cmd_encode(int argc, char **argv) {
     const char *model = NULL, *images = NULL, *pixels = NULL, *texts = NULL, *tokens = NULL;
     const char *out = NULL, *patches = NULL, *device = NULL;
     sl_patch_tokens patch_tokens = SL_PATCH_TOKENS_DEFAULT;
+    long long region_size = 0;
     int normalize = 1, quiet = 0, cuda, bf16;
     long long batch = 32, threads = 0, max_pixels = 100000000;
     optind = 1;
@@ -450,6 +455,9 @@ int sl_cmd_encode(int argc, char **argv) {
                 break;
             case O_PATCHES:
                 patches = optarg;
+                break;
+            case O_REGION_SIZE:
+                if (sl_parse_int_arg(optarg, 1, 4096, &region_size)) goto bad_value;
                 break;
             case O_PATCH_TOKENS:
                 if (!strcmp(optarg, "value"))
@@ -506,7 +514,10 @@ int sl_cmd_encode(int argc, char **argv) {
         return SL_EXIT_USAGE;
     }
 
-    sl_encoder_opts eo = {.threads = (int)threads, .patch_tokens = patch_tokens, .device = device};
+    sl_encoder_opts eo = {.threads = (int)threads,
+                          .patch_tokens = patch_tokens,
+                          .region_size = (int)region_size,
+                          .device = device};
     sl_encoder *enc = NULL;
     char *default_model = NULL;
     if (sl_model_or_default(model, &model, &default_model) != SL_OK ||
@@ -519,7 +530,7 @@ int sl_cmd_encode(int argc, char **argv) {
     enc_out o = {0};
     str_list inputs = {0};
     sl_status st = SL_OK;
-    size_t row[2] = {(size_t)sl_clip_num_patches(cfg), (size_t)cfg->embed_dim};
+    size_t row[2] = {(size_t)sl_encoder_num_patches(enc), (size_t)cfg->embed_dim};
     if ((st = sl_npy_writer_open(out, SL_NPY_F32, 1, row + 1, &o.emb))) goto done;
     if (patches && (st = sl_npy_writer_open(patches, SL_NPY_F32, 2, row, &o.patches))) goto done;
 

@@ -19,7 +19,7 @@ sl_status sl_encode_image_files(sl_encoder *enc, const char *const *paths, size_
     const size_t batch = o.batch ? o.batch : 32;
     const sl_clip_config *cfg = sl_encoder_config(enc);
     const size_t S = (size_t)cfg->image_size, D = (size_t)cfg->embed_dim;
-    const size_t P = (size_t)sl_clip_num_patches(cfg);
+    const size_t P = (size_t)sl_encoder_num_patches(enc);
     const size_t img_floats = 3 * S * S;
     size_t pix_bytes, patch_bytes = 0;
     if (batch > 65536 || sl_mul_size(batch, img_floats * sizeof(float), &pix_bytes) ||

@@ -40,6 +40,8 @@ static char *dir_of(const char *path) {
 void sl_encoder_free(sl_encoder *enc) {
     if (!enc) return;
     clip_gpu_free(enc->gpu);
+    free(enc->region_pos);
+    free(enc->region_pix);
     clip_weights_free(&enc->w);
     sl_safetensors_free(enc->st);
     sl_tokenizer_free(enc->tok);
@@ -124,6 +126,32 @@ sl_status sl_encoder_open(const char *path, const sl_encoder_opts *opts, sl_enco
                           (int)enc->patch_tokens);
         goto fail;
     }
+    /* The patch-token pass's input side, and its position table. */
+    {
+        const sl_clip_config *c = &enc->cfg;
+        int rs = opts && opts->region_size ? opts->region_size
+                 : c->region_size          ? c->region_size
+                                           : c->image_size;
+        if (rs < c->patch_size || rs > 4096 || rs % c->patch_size) {
+            st = sl_set_error(SL_ERR_INVALID,
+                              "%s: region size %d must be a multiple of the patch size %d (at "
+                              "most 4096)",
+                              enc->path, rs, c->patch_size);
+            goto fail;
+        }
+        enc->region_size = rs;
+        if (rs != c->image_size) {
+            const size_t W = (size_t)c->vision.width;
+            const int g0 = c->image_size / c->patch_size, g1 = rs / c->patch_size;
+            enc->region_pos = malloc(((size_t)g1 * g1 + 1) * W * sizeof(float));
+            if (!enc->region_pos) {
+                st = sl_set_error(SL_ERR_NOMEM, "out of memory");
+                goto fail;
+            }
+            memcpy(enc->region_pos, enc->w.v_pos, W * sizeof(float)); /* class token */
+            clip_resize_bicubic(enc->w.v_pos + W, g0, enc->region_pos + W, g1, (int)W, 0);
+        }
+    }
     int cuda = -1, bf16 = 1;
     if ((st = sl_device_parse(opts ? opts->device : NULL, &cuda, &bf16))) goto fail;
     if (cuda >= 0) {
@@ -182,6 +210,15 @@ const sl_tokenizer *sl_encoder_tokenizer(const sl_encoder *enc) {
     return enc ? enc->tok : NULL;
 }
 
+int sl_encoder_patch_grid(const sl_encoder *enc) {
+    return enc ? enc->region_size / enc->cfg.patch_size : 0;
+}
+
+int sl_encoder_num_patches(const sl_encoder *enc) {
+    int g = sl_encoder_patch_grid(enc);
+    return g * g;
+}
+
 int sl_encoder_cuda_device(const sl_encoder *enc) {
     return enc && enc->gpu ? enc->cuda_device : -1;
 }
@@ -198,6 +235,37 @@ size_t sl_encoder_workspace_bytes(const sl_encoder *enc) {
 /* Encoding                                                                 */
 /* ------------------------------------------------------------------------ */
 
+/* The patch tokens of n images pixels [n, 3, S, S] from the input resized
+ * to the region size (on the CPU, also for a GPU encoder). */
+static sl_status region_pass(sl_encoder *enc, const float *pixels, size_t n, float *patches) {
+    const sl_clip_config *c = &enc->cfg;
+    const size_t S = (size_t)c->image_size, D = (size_t)c->embed_dim, Sr = (size_t)enc->region_size;
+    const size_t gr = Sr / (size_t)c->patch_size, Pr = gr * gr;
+    size_t chunk = CHUNK_ROWS / (Pr + 1);
+    if (chunk < 1) chunk = 1;
+    if (chunk > n) chunk = n;
+    const size_t need = chunk * 3 * Sr * Sr;
+    if (need > enc->region_pix_floats) {
+        float *np = realloc(enc->region_pix, need * sizeof(float));
+        if (!np) return sl_set_error(SL_ERR_NOMEM, "out of memory for the region pass");
+        enc->region_pix = np;
+        enc->region_pix_floats = need;
+    }
+    float *pooled = malloc(chunk * D * sizeof(float)); /* computed, not wanted */
+    if (!pooled) return sl_set_error(SL_ERR_NOMEM, "out of memory for the region pass");
+    sl_status st = SL_OK;
+    for (size_t i = 0; i < n && !st; i += chunk) {
+        size_t m = n - i < chunk ? n - i : chunk;
+        for (size_t b = 0; b < m; b++)
+            clip_resize_bicubic(pixels + (i + b) * 3 * S * S, (int)S,
+                                enc->region_pix + b * 3 * Sr * Sr, (int)Sr, 3, 1);
+        st = clip_forward_images(enc, enc->region_pix, (int)m, (int)Sr, enc->region_pos, pooled,
+                                 patches + i * Pr * D);
+    }
+    free(pooled);
+    return st;
+}
+
 sl_status sl_encoder_encode_images(sl_encoder *enc, const float *pixels, size_t n, float *out,
                                    float *patches, int normalize) {
     if (!enc || (n && (!pixels || !out)))
@@ -205,15 +273,22 @@ sl_status sl_encoder_encode_images(sl_encoder *enc, const float *pixels, size_t 
     const sl_clip_config *c = &enc->cfg;
     const size_t S = (size_t)c->image_size, D = (size_t)c->embed_dim;
     const size_t P = (size_t)sl_clip_num_patches(c), T = P + 1;
+    /* patches from a second pass at the region size (else from this one) */
+    const int second = patches && enc->region_pos;
     size_t chunk = CHUNK_ROWS / T;
     if (chunk < 1) chunk = 1;
     if (enc->gpu) chunk = CLIP_GPU_MAX_IMAGES; /* it chunks further itself */
     for (size_t i = 0; i < n; i += chunk) {
         size_t m = n - i < chunk ? n - i : chunk;
         const float *px = pixels + i * 3 * S * S;
-        float *pp = patches ? patches + i * P * D : NULL;
-        sl_status st = enc->gpu ? clip_gpu_forward_images(enc->gpu, px, (int)m, out + i * D, pp)
-                                : clip_forward_images(enc, px, (int)m, out + i * D, pp);
+        float *pp = patches && !second ? patches + i * P * D : NULL;
+        sl_status st =
+            enc->gpu ? clip_gpu_forward_images(enc->gpu, px, (int)m, out + i * D, pp)
+                     : clip_forward_images(enc, px, (int)m, (int)S, enc->w.v_pos, out + i * D, pp);
+        if (st) return st;
+    }
+    if (second) {
+        sl_status st = region_pass(enc, pixels, n, patches);
         if (st) return st;
     }
     if (normalize) sl_cpu_l2_normalize_rows(out, n, D);

@@ -721,7 +721,7 @@ sl_status sl_index_update(const sl_index_opts *o, sl_index_summary *sum) {
                 o->region ? ", with regions" : "");
         sl_store_opts so = {.create = 1,
                             .dim = cfg->embed_dim,
-                            .patches = o->region ? sl_clip_num_patches(cfg) : 0,
+                            .patches = o->region ? sl_encoder_num_patches(r.enc) : 0,
                             .model_fingerprint = fp,
                             .index_type = type,
                             .wait_lock = o->wait_lock};
@@ -785,6 +785,13 @@ sl_status sl_index_update(const sl_index_opts *o, sl_index_summary *sum) {
         st = sl_encoder_open(mp, &eo, &r.enc);
         free(recorded);
         if (st) goto done;
+    }
+    if (r.enc && r.npatch && (size_t)sl_encoder_num_patches(r.enc) != r.npatch) {
+        st = sl_set_error(SL_ERR_INVALID,
+                          "%s: the index holds %zu patch tokens per image, the encoder gives %d "
+                          "(another region size); rebuild the index",
+                          o->index_dir, r.npatch, sl_encoder_num_patches(r.enc));
+        goto done;
     }
     if (r.enc && (size_t)sl_encoder_config(r.enc)->embed_dim != r.dim) {
         st = sl_set_error(SL_ERR_INVALID, "model embeds in %d dimensions, the index holds %zu",

@@ -204,6 +204,8 @@ static void help(FILE *out) {
         "  --json OUT.json   write the results as JSON\n"
         "  --details F.jsonl one JSON line per judged phrase (boxes, IoU, correct)\n"
         "  --rel X           relative threshold of the similarity map (default 0.65)\n"
+        "  --region-size N   input side of the patch-token pass (default: the model's\n"
+        "                    region_size, else its image size; not with --index)\n"
         "  --patch-tokens value|final\n"
         "                    which patch embeddings (default: the model's, else value: the\n"
         "                    last block's value path; final: its output rows)\n"
@@ -223,6 +225,7 @@ static void help(FILE *out) {
 typedef struct ev_args {
     const char *model, *entities, *refcoco, *images, *index, *split, *json, *details, *device;
     sl_patch_tokens patch_tokens;
+    int region_size;
     double rel;
     int batch, threads, skip_bad, quiet;
     uint64_t max_pixels;
@@ -299,7 +302,8 @@ typedef struct ev_run {
     const sl_ground_set *set;
     sl_encoder *enc;
     sl_store *store;
-    int S, patch, grid, P, D;
+    int S, grid, P, D;
+    float cell;      /* model-input pixels per patch-grid cell */
     float *text_emb; /* [unique texts, D] */
     text_rows tr;
     sl_box *pred;          /* [n_phrases] */
@@ -339,7 +343,7 @@ static sl_status ground_image(ev_run *r, size_t i, const float *patches, const s
             for (size_t d = 0; d < D; d++) s += v[d] * t[d];
             sim[p] = s;
         }
-        sl_status st = sl_ground_box(sim, r->grid, r->grid, r->patch, (float)r->a->rel, map, width,
+        sl_status st = sl_ground_box(sim, r->grid, r->grid, r->cell, (float)r->a->rel, map, width,
                                      height, &r->pred[k], &r->score[k]);
         if (st) return sl_wrap_error(st, "%s: ", im->file_name);
     }
@@ -645,6 +649,7 @@ static int parse_args(int argc, char **argv, ev_args *a) {
         O_DETAILS,
         O_REL,
         O_PATCH_TOKENS,
+        O_REGION_SIZE,
         O_DEVICE,
         O_BATCH,
         O_THREADS,
@@ -663,6 +668,7 @@ static int parse_args(int argc, char **argv, ev_args *a) {
                                        {"details", required_argument, 0, O_DETAILS},
                                        {"rel", required_argument, 0, O_REL},
                                        {"patch-tokens", required_argument, 0, O_PATCH_TOKENS},
+                                       {"region-size", required_argument, 0, O_REGION_SIZE},
                                        {"device", required_argument, 0, O_DEVICE},
                                        {"batch", required_argument, 0, O_BATCH},
                                        {"threads", required_argument, 0, O_THREADS},
@@ -710,6 +716,10 @@ static int parse_args(int argc, char **argv, ev_args *a) {
                 break;
             case O_QUIET:
                 a->quiet = 1;
+                break;
+            case O_REGION_SIZE:
+                if (sl_parse_int_arg(optarg, 1, 4096, &v)) goto bad_value;
+                a->region_size = (int)v;
                 break;
             case O_PATCH_TOKENS:
                 if (!strcmp(optarg, "value"))
@@ -789,13 +799,16 @@ int sl_cmd_eval_grounding(int argc, char **argv) {
     st = a.entities ? sl_ground_read_entities(a.entities, a.split, &set)
                     : sl_ground_read_refcoco(a.refcoco, &set);
     if (st) goto done;
-    sl_encoder_opts eo = {.threads = a.threads, .patch_tokens = a.patch_tokens, .device = a.device};
+    sl_encoder_opts eo = {.threads = a.threads,
+                          .patch_tokens = a.patch_tokens,
+                          .region_size = a.region_size,
+                          .device = a.device};
     if ((st = sl_encoder_open(a.model, &eo, &r.enc))) goto done;
     const sl_clip_config *cfg = sl_encoder_config(r.enc);
     r.S = cfg->image_size;
-    r.patch = cfg->patch_size;
-    r.grid = cfg->image_size / cfg->patch_size;
-    r.P = sl_clip_num_patches(cfg);
+    r.grid = sl_encoder_patch_grid(r.enc);
+    r.cell = (float)cfg->image_size / (float)r.grid;
+    r.P = sl_encoder_num_patches(r.enc);
     r.D = cfg->embed_dim;
     if (a.index) {
         char fp[65];

@@ -28,13 +28,12 @@ static float clampf(float v, float lo, float hi) {
     return v < lo ? lo : v > hi ? hi : v;
 }
 
-sl_status sl_ground_box(const float *sim, int gh, int gw, int patch, float rel,
+sl_status sl_ground_box(const float *sim, int gh, int gw, float cell, float rel,
                         const sl_crop_map *map, int width, int height, sl_box *box, float *score) {
-    if (gh <= 0 || gw <= 0 || gh > 4096 || gw > 4096 || patch <= 0 || !(rel >= 0 && rel <= 1) ||
-        width <= 0 || height <= 0)
-        return sl_set_error(SL_ERR_INVALID,
-                            "ground: bad grid %dx%d, patch %d, rel %g or size %dx%d", gh, gw, patch,
-                            (double)rel, width, height);
+    if (gh <= 0 || gw <= 0 || gh > 4096 || gw > 4096 || !(cell > 0 && cell <= 4096) ||
+        !(rel >= 0 && rel <= 1) || width <= 0 || height <= 0)
+        return sl_set_error(SL_ERR_INVALID, "ground: bad grid %dx%d, cell %g, rel %g or size %dx%d",
+                            gh, gw, (double)cell, (double)rel, width, height);
     size_t n = (size_t)gh * (size_t)gw;
     size_t peak = 0;
     float lo = sim[0], hi = sim[0];
@@ -79,8 +78,8 @@ sl_status sl_ground_box(const float *sim, int gh, int gw, int patch, float rel,
     free(stack);
     free(seen);
     /* model-input pixel edges -> picture pixels */
-    float u0 = (float)(c0 * patch), u1 = (float)((c1 + 1) * patch);
-    float v0 = (float)(r0 * patch), v1 = (float)((r1 + 1) * patch);
+    float u0 = (float)c0 * cell, u1 = (float)(c1 + 1) * cell;
+    float v0 = (float)r0 * cell, v1 = (float)(r1 + 1) * cell;
     box->x0 = clampf(u0 * map->scale_x + map->offset_x, 0, (float)width);
     box->x1 = clampf(u1 * map->scale_x + map->offset_x, 0, (float)width);
     box->y0 = clampf(v0 * map->scale_y + map->offset_y, 0, (float)height);

@@ -31,7 +31,7 @@ struct sl_query {
     size_t D;                  /* embedding size */
     size_t P;                  /* patches per image of the model */
     size_t C;                  /* text context length */
-    int grid;                  /* patch grid side (image_size / patch_size) */
+    int grid;                  /* patch grid side (sl_encoder_patch_grid) */
     int store_patches;         /* patches per image in the index (0: no regions) */
     sl_preprocess pp;          /* the model's preprocessing */
 };
@@ -116,9 +116,9 @@ sl_status sl_query_open(const sl_query_opts *opts, sl_query **out) {
     q->cfg = sl_encoder_config(q->enc);
     q->tok = sl_encoder_tokenizer(q->enc);
     q->D = (size_t)q->cfg->embed_dim;
-    q->P = (size_t)sl_clip_num_patches(q->cfg);
+    q->P = (size_t)sl_encoder_num_patches(q->enc);
     q->C = (size_t)q->cfg->context_length;
-    q->grid = q->cfg->image_size / q->cfg->patch_size;
+    q->grid = sl_encoder_patch_grid(q->enc);
     q->store_patches = sl_store_patches(q->store);
     if ((size_t)sl_store_dim(q->store) != q->D) {
         st = sl_set_error(SL_ERR_INVALID, "%s: the model embeds in %zu dimensions, the index %d",
@@ -526,8 +526,8 @@ static sl_status box_hit(sl_query *q, const float *patches, const float *phrase,
                          const sl_crop_map *map, int width, int height, sl_query_hit *h) {
     float sim[SL_STORE_MAX_PATCHES];
     sim_map(patches, q->P, q->D, phrase, sim);
-    sl_status st = sl_ground_box(sim, q->grid, q->grid, q->cfg->patch_size, q->o.box_rel, map,
-                                 width, height, &h->box, &h->score);
+    sl_status st = sl_ground_box(sim, q->grid, q->grid, (float)q->cfg->image_size / (float)q->grid,
+                                 q->o.box_rel, map, width, height, &h->box, &h->score);
     if (st == SL_OK) {
         h->has_box = 1;
         h->width = width;

@@ -77,6 +77,27 @@ static void run_case(const char *name, const char *model) {
     CHECK_OK(sl_encoder_encode_images(enc, pix.data, ni, out, patches, 0));
     double d_gv = max_abs_diff(out, g.data, ni * D);
     double d_pv = max_abs_diff(patches, pv.data, ni * P * D);
+    /* A finer patch grid: the input and positions resized to S + 2p. */
+    double d_pr = 0;
+    {
+        const sl_clip_config *cc = sl_encoder_config(enc);
+        sl_encoder_opts ro = {.threads = 2, .region_size = cc->image_size + 2 * cc->patch_size};
+        sl_encoder *er = NULL;
+        sl_npy prr = {0};
+        CHECK_OK(sl_encoder_open(model, &ro, &er));
+        if (er && load(dir, "img_patches_region.npy", &prr)) {
+            const size_t Pr = (size_t)sl_encoder_num_patches(er);
+            CHECK(sl_encoder_patch_grid(er) == cc->image_size / cc->patch_size + 2);
+            CHECK(prr.shape[1] == Pr);
+            float *pr = calloc(ni * Pr * D, sizeof(float));
+            CHECK_OK(sl_encoder_encode_images(er, pix.data, ni, out, pr, 0));
+            d_pr = max_abs_diff(pr, prr.data, ni * Pr * D);
+            CHECK_MSG(max_abs_diff(out, g.data, ni * D) <= TOL, "%s: global with regions", name);
+            free(pr);
+        }
+        sl_npy_free(&prr);
+        sl_encoder_free(er);
+    }
     /* ... and with FINAL, every row through the last block. */
     CHECK(sl_encoder_patch_tokens(enc_final) == SL_PATCH_TOKENS_FINAL);
     CHECK_OK(sl_encoder_encode_images(enc_final, pix.data, ni, out, patches, 0));
@@ -113,6 +134,8 @@ static void run_case(const char *name, const char *model) {
               name);
     CHECK_MSG(d_p <= TOL, "%s: patches %g", name, d_p);
     CHECK_MSG(d_pv <= TOL, "%s: value patches %g", name, d_pv);
+    CHECK_MSG(d_pr <= TOL, "%s: region patches %g", name, d_pr);
+    printf("%-18s region patches (grid +2) %.2e\n", name, d_pr);
     CHECK_MSG(d_t <= TOL && d_t2 <= TOL && d_tn <= TOL, "%s: text", name);
     CHECK_MSG(d_tt <= TOL, "%s: text tokens %g", name, d_tt);
     free(out);

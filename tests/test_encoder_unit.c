@@ -179,6 +179,24 @@ static void test_valid_hf(const char *tmp) {
      * picks FINAL (other numbers), the options override the config. */
     CHECK(sl_encoder_patch_tokens(enc) == SL_PATCH_TOKENS_VALUE);
     CHECK(sl_encoder_cuda_device(enc) == -1 && sl_encoder_cuda_device(NULL) == -1);
+    CHECK(sl_encoder_patch_grid(enc) == 2 && sl_encoder_num_patches(enc) == 4);
+    {
+        sl_encoder *er = NULL;
+        sl_encoder_opts ro = {.region_size = 12};
+        CHECK_OK(sl_encoder_open(dir, &ro, &er));
+        if (er) {
+            CHECK(sl_encoder_patch_grid(er) == 3 && sl_encoder_num_patches(er) == 9);
+            float o3[2 * D], p3[2 * 9 * D], o2[2 * D];
+            CHECK_OK(sl_encoder_encode_images(er, pixels, 2, o3, p3, 1));
+            CHECK_OK(sl_encoder_encode_images(enc, pixels, 2, o2, NULL, 1));
+            double d = 0;
+            for (int i = 0; i < 2 * D; i++) d = fmax(d, fabs(o3[i] - o2[i]));
+            CHECK_MSG(d < 1e-6, "the global embedding does not depend on the region size (%g)", d);
+        }
+        sl_encoder_free(er);
+        ro.region_size = 10; /* not a multiple of the patch side */
+        CHECK_ERR(sl_encoder_open(dir, &ro, &er), SL_ERR_INVALID, "region size 10");
+    }
     {
         sl_encoder *ef = NULL, *ev = NULL;
         char cfg2[1024];
@@ -310,6 +328,12 @@ static void test_load_errors(const char *tmp) {
     dir =
         make_dir(tmp, "badpatchtokens", &t, "{\"projection_dim\": 4, \"patch_tokens\": \"mean\"}");
     expect_open_error(dir, SL_ERR_FORMAT, "patch_tokens", "badpatchtokens/config.json");
+    {
+        char cfg3[1024];
+        snprintf(cfg3, sizeof cfg3, "%.*s, \"region_size\": 10}", (int)strlen(CONFIG) - 1, CONFIG);
+        dir = make_dir(tmp, "badregion", &t, cfg3);
+        expect_open_error(dir, SL_ERR_FORMAT, "region_size 10", "badregion/config.json");
+    }
     dir = make_dir(tmp, "defaults", &t, "{}"); /* ViT-B/32 defaults vs tiny tensors */
     expect_open_error(dir, SL_ERR_FORMAT, "expected shape [768, 3, 32, 32], found [8, 3, 4, 4]",
                       "defaults/model.safetensors");

@@ -54,6 +54,8 @@ typedef struct sl_clip_config {
     float image_mean[3], image_std[3]; /* preprocessing */
     int patch_tokens;                  /* config.json "patch_tokens": 0 absent, else an
                                           sl_patch_tokens (VALUE or FINAL) */
+    int region_size;                   /* config.json "region_size": 0 absent, else the input
+                                          side of the patch-token pass (see sl_encoder_opts) */
 } sl_clip_config;
 
 /* Patches per image: (image_size / patch_size)^2. */
@@ -79,6 +81,13 @@ typedef struct sl_encoder_opts {
                                      process-wide omp_set_num_threads/openblas_set_num_threads
                                      at open */
     sl_patch_tokens patch_tokens; /* see sl_patch_tokens */
+    int region_size;              /* input side of the patch-token pass: 0 = config.json
+                                     "region_size", else image_size. When it differs from
+                                     image_size, patch tokens come from a second pass over the
+                                     input resized (bicubic) to region_size, with the position
+                                     embeddings resized (bicubic) to the finer grid; the global
+                                     embedding is unchanged. A multiple of patch_size, at most
+                                     4096 (SL_ERR_INVALID otherwise). */
     const char *device;           /* NULL or "cpu": the CPU; "cuda" or "cuda:N": CUDA device N
                                      (0 by default), weights in BF16 (F32 accumulate);
                                      "cuda-f32[:N]": the same in F32 (for parity checks) */
@@ -108,6 +117,11 @@ const sl_clip_config *sl_encoder_config(const sl_encoder *enc);
 /* The tokenizer found with the model, or NULL when there is none (texts
  * must then be given as token ids). */
 const sl_tokenizer *sl_encoder_tokenizer(const sl_encoder *enc);
+
+/* The patch-token grid: side (region_size / patch_size) and count (its
+ * square, the P of sl_encoder_encode_images' patches). */
+int sl_encoder_patch_grid(const sl_encoder *enc);
+int sl_encoder_num_patches(const sl_encoder *enc);
 
 /* The CUDA device the encoder runs on, or -1 for the CPU. */
 int sl_encoder_cuda_device(const sl_encoder *enc);

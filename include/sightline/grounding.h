@@ -34,13 +34,14 @@ sl_box sl_box_union(sl_box a, sl_box b);
 #define SL_GROUND_REL_DEFAULT 0.65f
 
 /* Localise a phrase from its similarity map sim [gh * gw] (row-major patch
- * grid of the model input, patch side `patch` pixels): take the peak cell,
+ * grid over the model input, `cell` model-input pixels per grid cell: the
+ * patch side, or image_size / grid for a finer region grid): take the peak cell,
  * keep the cells whose similarity is at least min + rel * (max - min) of the
  * map (rel in [0, 1]; SL_GROUND_REL_DEFAULT), take the 4-connected
  * component of kept cells around the peak, and map its bounding box back to
  * the picture through `map` (sl_image_preprocess / sl_image_crop_map),
  * clipped to width x height. *score receives the peak similarity. */
-sl_status sl_ground_box(const float *sim, int gh, int gw, int patch, float rel,
+sl_status sl_ground_box(const float *sim, int gh, int gw, float cell, float rel,
                         const sl_crop_map *map, int width, int height, sl_box *box, float *score);
 
 #ifdef __cplusplus

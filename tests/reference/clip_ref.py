@@ -152,15 +152,25 @@ def block(x, p, pre, heads, act, eps, causal):
     return x + F.linear(h, p[pre + "fc2.w"], p[pre + "fc2.b"])
 
 
-def encode_image(cfg, p, pixels, with_patches=True, patch_tokens="final"):
+def encode_image(cfg, p, pixels, with_patches=True, patch_tokens="final", region=None):
     """pixels [n, 3, S, S] -> (global [n, D], patches [n, P, D] or None).
     patch_tokens "final": the last block's output rows; "value": the last
     block's value path, o(v(ln1(x))) with its biases, no attention, residual
-    or MLP (both then through the final LN and the projection)."""
+    or MLP (both then through the final LN and the projection).
+    region: another input side for the patches: the pixels and the position
+    grid resized (bicubic, align_corners False) to it (the global output is
+    then that pass's, which the caller ignores)."""
+    pos = p["v.pos"]
+    if region is not None and region != pixels.shape[-1]:
+        pixels = F.interpolate(pixels, size=(region, region), mode="bicubic", align_corners=False)
+        g0, g1 = cfg.grid, region // cfg.patch
+        grid = pos[1:].reshape(g0, g0, -1).permute(2, 0, 1)[None]
+        grid = F.interpolate(grid, size=(g1, g1), mode="bicubic", align_corners=False)
+        pos = torch.cat([pos[:1], grid[0].permute(1, 2, 0).reshape(g1 * g1, -1)], 0)
     x = F.conv2d(pixels, p["v.patch"], stride=cfg.patch)  # [n, W, g, g]
     x = x.flatten(2).transpose(1, 2)  # [n, P, W]
     cls = p["v.cls"].view(1, 1, -1).expand(x.shape[0], 1, -1)
-    x = torch.cat([cls, x], dim=1) + p["v.pos"]
+    x = torch.cat([cls, x], dim=1) + pos
     x = layer_norm(x, p["v.pre.w"], p["v.pre.b"], cfg.eps)
     value = None
     for i in range(cfg.v_layers):
@@ -476,10 +486,13 @@ def write_case(name, out):
     with torch.no_grad():
         gl, pa = encode_image(cfg, qd, pixels.double())
         _, pv = encode_image(cfg, qd, pixels.double(), patch_tokens="value")
+        _, pr = encode_image(cfg, qd, pixels.double(), patch_tokens="value",
+                             region=cfg.image_size + 2 * cfg.patch)
         tp, tt = encode_text(cfg, qd, ids)
     save_npy(d, "pixels.npy", pixels)
     np.save(os.path.join(d, "tokens.npy"), ids.numpy().astype(np.int32))
     for fn, t in (("img_global.npy", gl), ("img_patches.npy", pa), ("img_patches_value.npy", pv),
+                  ("img_patches_region.npy", pr),
                   ("txt_pooled.npy", tp),
                   ("txt_tokens.npy", tt)):
         save_npy(d, fn, t.float())
