@@ -23,6 +23,26 @@
 #   PYTHON=...           the Python with PyTorch (else the first of python3,
 #                        /usr/bin/python3, /usr/local/bin/python3,
 #                        /opt/conda/bin/python whose torch sees CUDA)
+#   SL_DEPS=/opt/sl-deps where the dependency bundle is unpacked (below)
+#
+# Dependency bundle, for a machine without our Debian packages and without
+# network (a CUDA/PyTorch image): on the Debian bookworm development machine,
+# as root, `scripts/gpu-bundle` writes .gpu/prefix.tar.xz (~16 MiB: headers,
+# shared libraries, libfaiss.a, .pc and CMake files of the build's libraries
+# and of their run-time library closure, less glibc, libgcc_s, libstdc++ and
+# libgomp, which the machine's gcc brings) and .gpu/MANIFEST.txt. .gpu/ is
+# git-ignored: carry it, e.g. the device tool's run with carry [".gpu"] and
+# the command `bash bench/gpu_run.sh`. When .gpu/prefix.tar.xz exists, this
+# script unpacks it to $SL_DEPS (once per bundle; with xz, else Python's
+# tarfile; $WORK/sl-deps where /opt is not writable) and configures with
+# CMAKE_PREFIX_PATH, faiss_DIR, PKG_CONFIG_PATH (the bundle's pkg-config
+# when the machine has none) pointing there, and links every executable with
+# an RPATH (DT_RPATH: it covers the libraries' own dependencies too) to the
+# bundle's library directories, so neither the tests nor the benches need
+# LD_LIBRARY_PATH and the machine's Python/PyTorch keep their own libraries.
+# The machine needs glibc >= 2.34 and libstdc++ with GLIBCXX_3.4.30 (gcc 12
+# or newer; .gpu/MANIFEST.txt has the figures); the "deps" step's Debian
+# package check then reports packages missing: expected, the bundle has them.
 #
 # Planned wall time on one H100 with 16 cores (limits in brackets): deps 1 s,
 # configure + build ~20-60 s [120 + 300] (the same targets take 17 s on 2
@@ -88,6 +108,69 @@ run() {
 
 # Last lines of a log written by this run, indented (for failures).
 tail_log() { [ "$1" -nt "$WORK/.start" ] && tail -n "${2:-25}" "$1" | sed 's/^/  | /'; }
+
+# The dependency bundle of scripts/gpu-bundle (see the header): unpack
+# .gpu/prefix.tar.xz to $SL_DEPS unless there already, point pkg-config and
+# CMake at it (DEPS_CMAKE: the configure options). Returns 1 on failure.
+SL_DEPS=${SL_DEPS:-/opt/sl-deps}
+DEPS_CMAKE=()
+use_bundle() {
+    local tarball=$ROOT/.gpu/prefix.tar.xz stamp
+    if ! mkdir -p "$SL_DEPS" 2>/dev/null || [ ! -w "$SL_DEPS" ]; then
+        echo "  $SL_DEPS is not writable: using $WORK/sl-deps"
+        SL_DEPS=$WORK/sl-deps
+    fi
+    stamp="$(cksum <"$tarball") $SL_DEPS"
+    if [ "$(cat "$SL_DEPS/.bundle" 2>/dev/null)" = "$stamp" ]; then
+        echo "  already unpacked in $SL_DEPS"
+    else
+        if [ -n "$(ls -A "$SL_DEPS" 2>/dev/null)" ] && [ ! -f "$SL_DEPS/.bundle" ]; then
+            echo "  $SL_DEPS is not empty and holds no bundle: not overwriting it (set SL_DEPS)"
+            return 1
+        fi
+        rm -rf "$SL_DEPS" && mkdir -p "$SL_DEPS" || return 1
+        local py
+        if command -v xz >/dev/null 2>&1; then
+            tar -xJf "$tarball" -C "$SL_DEPS" || return 1
+        elif py=$(command -v python3 || command -v python); then
+            echo "  (no xz: unpacking with $py's tarfile)"
+            "$py" -c 'import sys, tarfile
+kw = {"filter": "tar"} if hasattr(tarfile, "data_filter") else {}
+tarfile.open(sys.argv[1]).extractall(sys.argv[2], **kw)' "$tarball" "$SL_DEPS" || return 1
+        else
+            echo "  neither xz nor python3 here to unpack $tarball"
+            return 1
+        fi
+        # the paths in the .pc and CMake files are /opt/sl-deps's
+        if [ "$SL_DEPS" != /opt/sl-deps ]; then
+            grep -rlF /opt/sl-deps "$SL_DEPS/usr" --include='*.pc' --include='*.cmake' |
+                xargs -r sed -i "s#/opt/sl-deps#$SL_DEPS#g" || return 1
+        fi
+        echo "$stamp" >"$SL_DEPS/.bundle"
+        echo "  unpacked to $SL_DEPS: $(du -sh "$SL_DEPS" | cut -f1)"
+    fi
+    local L=$SL_DEPS/usr/lib/x86_64-linux-gnu
+    [ -f "$L/cmake/faiss/faiss-config.cmake" ] || { echo "  $L: no FAISS CMake files: not a bundle?"; return 1; }
+    # glibc: the bundle's libraries were built for Debian bookworm
+    local need have
+    need=$(sed -n 's/^GLIBC_REQUIRED=//p' "$ROOT/.gpu/MANIFEST.txt" 2>/dev/null)
+    have=$(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}')
+    echo "  glibc here ${have:-?}; the bundle needs ${need:-?} or newer"
+    if [ -n "$need" ] && [ -n "$have" ] &&
+        [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n1)" != "$need" ]; then
+        echo "  WARNING: glibc $have is older than $need: the bundle's libraries will not load"
+    fi
+    export PKG_CONFIG_PATH=$L/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+    DEPS_CMAKE=(-DCMAKE_PREFIX_PATH="$SL_DEPS/usr" -Dfaiss_DIR="$L/cmake/faiss"
+        -DCMAKE_INCLUDE_PATH="$SL_DEPS/usr/include" -DCMAKE_LIBRARY_PATH="$L"
+        -DCMAKE_BUILD_RPATH="$L;$L/openblas-openmp"
+        -DCMAKE_EXE_LINKER_FLAGS="-Wl,--disable-new-dtags -Wl,-rpath-link,$L:$L/openblas-openmp")
+    if ! command -v pkg-config >/dev/null 2>&1; then
+        echo "  no pkg-config here: the bundle's (pkgconf)"
+        DEPS_CMAKE+=(-DPKG_CONFIG_EXECUTABLE="$SL_DEPS/usr/bin/pkg-config")
+    fi
+    return 0
+}
 
 main() {
     mkdir -p "$WORK" "$LOGS"
@@ -171,14 +254,28 @@ main() {
     fi
 
     # ------------------------------------------------------------------
+    # Before configure (and for binaries of an earlier build): the bundle.
+    if [ -f "$ROOT/.gpu/prefix.tar.xz" ]; then
+        section "deps bundle: .gpu/prefix.tar.xz -> $SL_DEPS (scripts/gpu-bundle)"
+        if use_bundle; then
+            summ "deps bundle: $SL_DEPS; glibc $(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}')"
+        else
+            summ "deps bundle: FAILED to unpack or use (the build looks for system packages)"
+            DEPS_CMAKE=()
+        fi
+    fi
+
+    # ------------------------------------------------------------------
     local built=0
     if has_step build; then
         section "a. configure + build (Release, SL_CUDA=ON, SL_WERROR=ON) in $BUILD"
+        # every test labelled cuda (ctest -L cuda), whether or not it exists yet in this tree
         local targets=(sightline-cli bench_encoder bench_gpu_search bench_gpu_jpegs test_cuda test_cuda_search
-            test_cuda_encoder)
+            test_cuda_encoder test_cuda_train_ops test_dist)
+        [ -f tests/test_cuda_train_step.c ] && targets+=(test_cuda_train_step)
         local werror=ON
         if run "$LOGS/configure.log" 120 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
-            -DSL_CUDA=ON -DSL_WERROR=ON &&
+            -DSL_CUDA=ON -DSL_WERROR=ON ${DEPS_CMAKE[@]+"${DEPS_CMAKE[@]}"} &&
             run "$LOGS/build.log" 300 cmake --build "$BUILD" -j"$JOBS" --target "${targets[@]}"; then
             built=1
         else
@@ -187,7 +284,7 @@ main() {
             echo "  the -Werror build failed; trying again with SL_WERROR=OFF to get the figures"
             werror=OFF
             if run "$LOGS/configure_nowerror.log" 120 cmake -S "$ROOT" -B "$BUILD" \
-                -DCMAKE_BUILD_TYPE=Release -DSL_CUDA=ON -DSL_WERROR=OFF &&
+                -DCMAKE_BUILD_TYPE=Release -DSL_CUDA=ON -DSL_WERROR=OFF ${DEPS_CMAKE[@]+"${DEPS_CMAKE[@]}"} &&
                 run "$LOGS/build_nowerror.log" 300 cmake --build "$BUILD" -j"$JOBS" --target "${targets[@]}"; then
                 built=1
             else
@@ -195,6 +292,17 @@ main() {
             fi
         fi
         grep -E 'CUDA \(SL_CUDA|NCCL|warnings as errors' "$LOGS/configure.log" 2>/dev/null | sed 's/^/  /'
+        if ((${#DEPS_CMAKE[@]})) && [ -f "$BUILD/CMakeCache.txt" ]; then
+            local found outside
+            found=$(grep -E '^(pkgcfg_lib_[A-Za-z0-9_]+|faiss_DIR):' "$BUILD/CMakeCache.txt")
+            outside=$(echo "$found" | grep -v "=$SL_DEPS/" | sed 's/^/    /')
+            if [ -n "$outside" ]; then
+                echo "  found OUTSIDE the bundle ($SL_DEPS):"
+                echo "$outside"
+            elif [ -n "$found" ]; then
+                echo "  from the bundle ($SL_DEPS): FAISS and the $(echo "$found" | grep -c '^pkgcfg_lib_') pkg-config libraries"
+            fi
+        fi
         if ((built)); then
             summ "build: OK (SL_WERROR=$werror)$([ $werror = OFF ] && echo ' - the -Werror build FAILED, see build.log')"
         else
@@ -365,7 +473,7 @@ main() {
 
     # ------------------------------------------------------------------
     if has_step sanitize && ((built)); then
-        section "b2. compute-sanitizer (memcheck on the cuda tests, racecheck on test_cuda_search)"
+        section "b2. compute-sanitizer (memcheck on the cuda tests, racecheck on search and train_ops)"
         local cs=/usr/local/cuda/bin/compute-sanitizer
         [ -x "$cs" ] || cs=$(command -v compute-sanitizer 2>/dev/null || true)
         if [ -z "$cs" ] || [ ! -x "$cs" ]; then
@@ -373,7 +481,8 @@ main() {
             summ "compute-sanitizer: not found, not run"
         else
             local spec
-            for spec in memcheck:test_cuda memcheck:test_cuda_search memcheck:test_cuda_encoder racecheck:test_cuda_search; do
+            for spec in memcheck:test_cuda memcheck:test_cuda_search memcheck:test_cuda_encoder racecheck:test_cuda_search \
+                memcheck:test_cuda_train_ops racecheck:test_cuda_train_ops; do
                 local tool=${spec%%:*} t=${spec#*:}
                 local exe
                 exe=$(find "$BUILD" -maxdepth 3 -type f -name "$t" -perm -u+x | head -n1)
