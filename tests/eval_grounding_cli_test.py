@@ -28,25 +28,11 @@ from PIL import Image, ImageDraw
 
 SL, REF, WORK = sys.argv[1], sys.argv[2], sys.argv[3]
 PY = "/usr/bin/python3"
-failures = 0
+sys.path.insert(0, REF)
+import cli_harness  # noqa: E402
+from cli_harness import check, run  # noqa: E402
 
-
-def check(cond, what):
-    global failures
-    if not cond:
-        failures += 1
-        print("FAIL:", what)
-
-
-def run(*args, rc=None):
-    p = subprocess.run([SL, *args], capture_output=True, text=True)
-    if rc is not None and p.returncode != rc:
-        print(f"FAIL: sightline {' '.join(args)} exited {p.returncode}, wanted {rc}")
-        print(p.stdout, p.stderr)
-        global failures
-        failures += 1
-    return p
-
+cli_harness.init(SL)
 
 probe = subprocess.run([SL, "eval", "grounding", "--help"], capture_output=True, text=True)
 if probe.returncode != 0:
@@ -60,7 +46,6 @@ os.makedirs(WORK)
 # model: clip_ref's random weights, a vocabulary of the 512 byte symbols and
 # the two special tokens (so every text tokenizes), pooled at the largest id
 # ---------------------------------------------------------------------------
-sys.path.insert(0, REF)
 import clip_ref  # noqa: E402
 
 cfg = clip_ref.Config(v_width=64, v_layers=2, v_heads=2, v_mlp=128, t_width=64, t_layers=2,
@@ -416,5 +401,4 @@ run("eval", "grounding", "--model", model, "--refcoco", ref, "--entities", ent, 
 run("eval", "grounding", "--model", model, "--refcoco", ref, "--images", imgdir, "--rel", "2",
     rc=2)
 
-print("eval_grounding_cli:", "FAILED" if failures else "ok", f"({failures} failures)")
-sys.exit(1 if failures else 0)
+sys.exit(cli_harness.finish("eval_grounding_cli"))

@@ -30,25 +30,10 @@ SL, DRIVER, REF, WORK = sys.argv[1:5]
 sys.path.insert(0, REF)
 import clip_ref  # noqa: E402
 
-failures = 0
+import cli_harness  # noqa: E402
+from cli_harness import check, run  # noqa: E402
 
-
-def check(cond, what):
-    global failures
-    if not cond:
-        failures += 1
-        print("FAIL:", what)
-
-
-def run(cmd, rc=None):
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if rc is not None and p.returncode != rc:
-        print(f"FAIL: {' '.join(cmd)} exited {p.returncode}, wanted {rc}")
-        print(p.stdout, p.stderr)
-        global failures
-        failures += 1
-    return p
-
+cli_harness.init(SL)
 
 EVAL = [SL, "eval", "retrieval"]
 if subprocess.run(EVAL + ["--help"], capture_output=True).returncode != 0:
@@ -56,7 +41,7 @@ if subprocess.run(EVAL + ["--help"], capture_output=True).returncode != 0:
 
 
 def evaluate(*args, rc=0):
-    return run(EVAL + list(args), rc=rc)
+    return run(*args, rc=rc, cmd=EVAL)
 
 
 shutil.rmtree(WORK, ignore_errors=True)
@@ -80,8 +65,8 @@ with open(f"{WORK}/all_captions.txt", "w") as f:
     for cs in captions:
         f.write("\n".join(cs) + "\n")
 model = f"{WORK}/model"
-run([SL, "tokenizer", "train", "--captions", f"{WORK}/all_captions.txt", "--out", model,
-     "--vocab-size", "600", "--min-freq", "1", "--quiet"], rc=0)
+run("tokenizer", "train", "--captions", f"{WORK}/all_captions.txt", "--out", model,
+    "--vocab-size", "600", "--min-freq", "1", "--quiet", rc=0)
 vocab = len(json.load(open(f"{model}/vocab.json")))
 cfg = clip_ref.Config(v_width=64, v_layers=2, v_heads=2, v_mlp=128, t_width=64, t_layers=2,
                       t_heads=2, t_mlp=128, image_size=32, patch=8, ctx=24, vocab=vocab, embed=32,
@@ -136,10 +121,10 @@ open(f"{WORK}/paths.txt", "w").write("\n".join(paths) + "\n")
 kept = [c[:5] for c in captions]
 text_image = np.array([i for i, cs in enumerate(kept) for _ in cs])
 open(f"{WORK}/caps.txt", "w").write("\n".join(c for cs in kept for c in cs) + "\n")
-run([SL, "encode", "--model", model, "--images", f"{WORK}/paths.txt", "--out",
-     f"{WORK}/img.npy", "--quiet"], rc=0)
-run([SL, "encode", "--model", model, "--texts", f"{WORK}/caps.txt", "--out", f"{WORK}/txt.npy",
-     "--quiet"], rc=0)
+run("encode", "--model", model, "--images", f"{WORK}/paths.txt", "--out", f"{WORK}/img.npy",
+    "--quiet", rc=0)
+run("encode", "--model", model, "--texts", f"{WORK}/caps.txt", "--out", f"{WORK}/txt.npy",
+    "--quiet", rc=0)
 img, txt = np.load(f"{WORK}/img.npy"), np.load(f"{WORK}/txt.npy")
 check(img.shape == (20, 32) and txt.shape == (98, 32), "encode shapes")
 sim = img.astype(np.float64) @ txt.astype(np.float64).T
@@ -213,7 +198,7 @@ check("all_captions.txt" in p.stderr and "line" in p.stderr, "invalid JSON names
 # ---- from an index ----------------------------------------------------------------
 os.remove(f"{imgs}/broken.jpg")
 idx = f"{WORK}/index"
-run([SL, "index", "build", "--model", model, "--index", idx, "--images", imgs, "--quiet"], rc=0)
+run("index", "build", "--model", model, "--index", idx, "--images", imgs, "--quiet", rc=0)
 p = evaluate("--model", model, "--karpathy", split_json, "--index", idx, "--json",
              f"{WORK}/idx.json", "--quiet")
 rep3 = json.load(open(f"{WORK}/idx.json"))
@@ -224,5 +209,4 @@ for side in ("i2t", "t2i"):
 p = evaluate("--model", model, "--karpathy", missing_json, "--index", idx, "--quiet", rc=1)
 check("nowhere.jpg" in p.stderr and "not in the index" in p.stderr, "missing from the index")
 
-print("eval_retrieval_cli:", "ok" if not failures else f"{failures} failures")
-sys.exit(1 if failures else 0)
+sys.exit(cli_harness.finish("eval_retrieval_cli"))

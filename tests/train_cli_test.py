@@ -15,7 +15,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tarfile
 
@@ -23,24 +22,16 @@ import numpy as np
 from PIL import Image
 
 SL, PRESET, WORK = sys.argv[1:4]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference"))
+import cli_harness  # noqa: E402
+from cli_harness import check, run  # noqa: E402
+
+cli_harness.init(SL)
+
 shutil.rmtree(WORK, ignore_errors=True)
 os.makedirs(WORK)
 W = lambda *p: os.path.join(WORK, *p)  # noqa: E731
 WORDS = "red blue green cat dog tree house car bird fish sky road boat horse chair lamp".split()
-failures = 0
-
-
-def check(cond, msg):
-    global failures
-    if not cond:
-        failures += 1
-        print("FAIL:", msg, file=sys.stderr)
-
-
-def run(*args, want=0):
-    r = subprocess.run([SL, *args], capture_output=True, text=True)
-    check(r.returncode == want, f"{' '.join(args)}: exit {r.returncode}, wanted {want}\n{r.stderr}")
-    return r
 
 
 def image(i):
@@ -71,17 +62,17 @@ with open(W("caps.txt"), "w") as caps, open(W("pairs.tsv"), "w") as tsv:
 with open(W("k.json"), "w") as f:
     json.dump({"images": images}, f)
 run("tokenizer", "train", "--captions", W("caps.txt"), "--out", W("tok"), "--vocab-size", "600",
-    "--quiet")
+    "--quiet", rc=0)
 common = ["--config", PRESET, "--tokenizer", W("tok"), "--images", W("imgs"), "--quiet"]
 
 # straight run vs stop + resume (augmentation and shuffling on)
 run("train", *common, "--data", W("pairs.tsv"), "--out", W("a"), "--steps", "8", "--batch", "12",
-    "--warmup", "2", "--seed", "3", "--threads", "2")
+    "--warmup", "2", "--seed", "3", "--threads", "2", rc=0)
 run("train", *common, "--data", W("pairs.tsv"), "--out", W("b"), "--steps", "8", "--batch", "12",
-    "--warmup", "2", "--seed", "3", "--threads", "1", "--stop-after", "5")
+    "--warmup", "2", "--seed", "3", "--threads", "1", "--stop-after", "5", rc=0)
 check(open(W("b", "latest")).read() == "step-5\n", "latest after stop")
 run("train", "--resume", W("b"), "--data", W("pairs.tsv"), "--images", W("imgs"), "--quiet",
-    "--threads", "3")
+    "--threads", "3", rc=0)
 for name in ("model.safetensors", "trainer_state.safetensors"):
     same = open(W("a", "step-8", name), "rb").read() == open(W("b", "step-8", name), "rb").read()
     check(same, f"resumed {name} differs from the straight run's")
@@ -96,7 +87,7 @@ check(log == [dict(e, samples_per_s=log[i]["samples_per_s"])
 
 # encode with the trained model
 r = run("encode", "--model", W("a", "step-8"), "--texts", W("caps.txt"), "--out", W("e.npy"),
-        "--quiet")
+        "--quiet", rc=0)
 check(os.path.exists(W("e.npy")) and np.load(W("e.npy")).shape == (2 * N, 64), "encode output")
 
 # Karpathy + eval + keep + a broken image (exit 3)
@@ -107,7 +98,7 @@ with open(W("k2.json"), "w") as f:
     json.dump({"images": images}, f)
 r = run("train", *common, "--data", W("k2.json"), "--out", W("k"), "--steps", "6", "--batch", "16",
         "--save-every", "2", "--keep", "2", "--eval-every", "3", "--eval-data", W("k2.json"),
-        "--no-augment", want=3)
+        "--no-augment", rc=3)
 check("broken.png" in r.stderr, "broken image not named")
 check(sorted(d for d in os.listdir(W("k")) if d.startswith("step-")) == ["step-4", "step-6"],
       f"keep 2: {os.listdir(W('k'))}")
@@ -128,33 +119,33 @@ for s in range(2):
                 ti = tarfile.TarInfo(f"train/{i:06d}.{ext}")
                 ti.size = len(data)
                 t.addfile(ti, io.BytesIO(data))
-run("train", *common, "--data", W("shards"), "--out", W("w"), "--steps", "3", "--batch", "16")
+run("train", *common, "--data", W("shards"), "--out", W("w"), "--steps", "3", "--batch", "16",
+    rc=0)
 check(os.path.exists(W("w", "step-3", "model.safetensors")), "tar run checkpoint")
 raw = bytearray(open(W("shards", "00001.tar"), "rb").read())
 with open(W("bad.tar"), "wb") as f:
     cut = raw.find(b"train/000021.png")
     check(cut > 0 and cut % 512 == 0, "member header not found")
     f.write(raw[:cut + 512 + 50])
-r = run("train", *common, "--data", W("bad.tar"), "--out", W("bad"), "--steps", "1", want=1)
+r = run("train", *common, "--data", W("bad.tar"), "--out", W("bad"), "--steps", "1", rc=1)
 check("bad.tar" in r.stderr and "000021.png" in r.stderr and "truncated" in r.stderr,
       f"truncated shard message: {r.stderr}")
 
 # --init from a checkpoint (its tokenizer), and a preset naming its tokenizer
 run("train", "--init", W("a", "step-8"), "--data", W("pairs.tsv"), "--images", W("imgs"),
-    "--out", W("i"), "--steps", "2", "--batch", "8", "--quiet")
+    "--out", W("i"), "--steps", "2", "--batch", "8", "--quiet", rc=0)
 check(os.path.exists(W("i", "step-2", "vocab.json")), "--init run checkpoint")
 cfg = json.load(open(PRESET))
 cfg["tokenizer"] = "tok"  # relative to the preset's directory
 with open(W("preset.json"), "w") as f:
     json.dump(cfg, f)
 run("train", "--config", W("preset.json"), "--data", W("pairs.tsv"), "--images", W("imgs"),
-    "--out", W("t"), "--steps", "1", "--batch", "8", "--quiet")
+    "--out", W("t"), "--steps", "1", "--batch", "8", "--quiet", rc=0)
 check(os.path.exists(W("t", "step-1", "merges.txt")), "preset tokenizer run")
 
 # usage
-run("train", "--data", W("pairs.tsv"), want=2)
-run("train", *common, "--data", W("pairs.tsv"), "--out", W("u"), "--batch", "0", want=2)
-run("train", *common, "--data", W("pairs.tsv"), "--out", W("u"), "--eval-every", "2", want=2)
+run("train", "--data", W("pairs.tsv"), rc=2)
+run("train", *common, "--data", W("pairs.tsv"), "--out", W("u"), "--batch", "0", rc=2)
+run("train", *common, "--data", W("pairs.tsv"), "--out", W("u"), "--eval-every", "2", rc=2)
 
-print(f"train_cli_test: {'OK' if not failures else f'{failures} failures'}")
-sys.exit(1 if failures else 0)
+sys.exit(cli_harness.finish("train_cli"))

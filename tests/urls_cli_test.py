@@ -20,38 +20,17 @@ import numpy as np
 from PIL import Image
 
 SL, REF, WORK = sys.argv[1], sys.argv[2], sys.argv[3]
-failures = 0
+sys.path.insert(0, REF)
+import cli_harness  # noqa: E402
+from cli_harness import check, index_summary as summary  # noqa: E402
+
+cli_harness.init(SL)
 ENV = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
 ENV["no_proxy"] = "*"
 
 
-def check(cond, what):
-    global failures
-    if not cond:
-        failures += 1
-        print("FAIL:", what)
-
-
 def run(*args, rc=None):
-    p = subprocess.run([SL, *args], capture_output=True, text=True, env=ENV)
-    if rc is not None and p.returncode != rc:
-        print(f"FAIL: sightline {' '.join(args)} exited {p.returncode}, wanted {rc}")
-        print(p.stdout, p.stderr)
-        global failures
-        failures += 1
-    return p
-
-
-def summary(p):
-    # "DIR: N images in the index; S seen, U unchanged, A added, ..."
-    line = p.stdout.strip().splitlines()[-1]
-    fields = {}
-    for part in line.split(";")[1].split(","):
-        words = part.split()
-        if len(words) >= 2 and words[0].isdigit():
-            fields[words[1]] = int(words[0])
-    fields["total"] = int(line.split(": ")[1].split()[0])
-    return fields
+    return cli_harness.run(*args, rc=rc, env=ENV)
 
 
 shutil.rmtree(WORK, ignore_errors=True)
@@ -165,5 +144,4 @@ finally:
     server.terminate()
     server.wait(timeout=10)
 
-print(f"urls_cli_test: {'ok' if failures == 0 else f'{failures} failed'}")
-sys.exit(1 if failures else 0)
+sys.exit(cli_harness.finish("urls_cli"))

@@ -1,10 +1,13 @@
 """The shared part of the command-line integration tests: a failure count,
-check(), and run() of the sightline binary with an expected exit code.
+check(), run() of the sightline binary (or another command) with an
+expected exit code, and index_summary() of an index build or update.
 
     import cli_harness as h
     h.init(SL)
     h.check(cond, "what")
     p = h.run("encode", "--help", rc=0)
+    p = h.run("--cli", "--help", rc=0, cmd=[DRIVER])  # another program
+    s = h.index_summary(h.run("index", "update", "--index", idx, rc=0))
     sys.exit(h.finish("name"))
 """
 import os
@@ -26,15 +29,31 @@ def check(cond, what):
         print("FAIL:", what)
 
 
-def run(*args, rc=None, stdin=None, env=None, binary=None):
-    """Run sightline ARGS (or `binary`); with rc, a different exit code is a
-    failure printed with the end of both outputs."""
-    p = subprocess.run([binary or SL, *args], capture_output=True, text=True, input=stdin,
-                       env=env)
+def run(*args, rc=None, stdin=None, env=None, binary=None, cmd=None):
+    """Run sightline ARGS (or `binary` ARGS, or the command list `cmd` + ARGS);
+    with rc, a different exit code is a failure printed with the end of both
+    outputs."""
+    argv = [*(cmd or [binary or SL]), *args]
+    p = subprocess.run(argv, capture_output=True, text=True, input=stdin, env=env)
     if rc is not None and p.returncode != rc:
-        check(False, f"sightline {' '.join(args)} exited {p.returncode}, wanted {rc}\n"
+        what = " ".join(argv) if cmd else f"sightline {' '.join(args)}"
+        check(False, f"{what} exited {p.returncode}, wanted {rc}\n"
               f"{p.stdout[-2000:]}{p.stderr[-2000:]}")
     return p
+
+
+def index_summary(p):
+    """The counts of the summary line that `index build|update` prints last,
+    "DIR: N images in the index; S seen, U unchanged, A added, ...", as
+    {"seen": S, "unchanged": U, ..., "total": N}."""
+    line = p.stdout.strip().splitlines()[-1]
+    fields = {}
+    for part in line.split(";")[1].split(","):
+        words = part.split()
+        if len(words) >= 2 and words[0].isdigit():
+            fields[words[1]] = int(words[0])
+    fields["total"] = int(line.split(": ")[1].split()[0])
+    return fields
 
 
 def env_with_model(model):
