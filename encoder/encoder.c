@@ -241,6 +241,7 @@ static sl_status region_pass(sl_encoder *enc, const float *pixels, size_t n, flo
     const sl_clip_config *c = &enc->cfg;
     const size_t S = (size_t)c->image_size, D = (size_t)c->embed_dim, Sr = (size_t)enc->region_size;
     const size_t gr = Sr / (size_t)c->patch_size, Pr = gr * gr;
+    if (n == 0) return SL_OK;
     size_t chunk = CHUNK_ROWS / (Pr + 1);
     if (chunk < 1) chunk = 1;
     if (chunk > n) chunk = n;

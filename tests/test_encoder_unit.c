@@ -188,6 +188,7 @@ static void test_valid_hf(const char *tmp) {
             CHECK(sl_encoder_patch_grid(er) == 3 && sl_encoder_num_patches(er) == 9);
             float o3[2 * D], p3[2 * 9 * D], o2[2 * D];
             CHECK_OK(sl_encoder_encode_images(er, pixels, 2, o3, p3, 1));
+            CHECK_OK(sl_encoder_encode_images(er, pixels, 0, o3, p3, 1)); /* nothing to do */
             CHECK_OK(sl_encoder_encode_images(enc, pixels, 2, o2, NULL, 1));
             double d = 0;
             for (int i = 0; i < 2 * D; i++) d = fmax(d, fabs(o3[i] - o2[i]));
