@@ -1,0 +1,74 @@
+/*
+ * trainer/model_gpu.h - one training step of trainer/model.c's CLIP model on
+ * one GPU, F32 (the parity path): forward of both towers saving the same
+ * activations as the CPU model, the symmetric InfoNCE loss, the backward
+ * into a flat gradient buffer with the CPU model's layout (the offsets of
+ * its tensor table), and AdamW (kernels/cuda/train_ops.h, the twin of
+ * trainer/optim.c).
+ *
+ * The forward runs the CPU op sequence of sl_train_model_forward op for op
+ * (same bias folding, same pruning of the last block to the pooled rows,
+ * text sequences packed up to their pooled positions): cuBLAS sgemms (FP32,
+ * pedantic math: no TF32), a LayerNorm forward that saves mean / rstd, a
+ * bias + activation pass that keeps the pre-activations, and the inference
+ * kernels of kernels/cuda/transformer.cuh for attention, im2col and the
+ * embeddings. Results agree with the CPU to float rounding (sums in another
+ * order) and are run-to-run identical on one GPU model (no float atomics).
+ *
+ * Builds without CUDA link trainer/model_gpu_none.c: every entry point
+ * returns SL_ERR_UNSUPPORTED naming "cuda:<dev>".
+ *
+ * Not thread-safe: one model, one caller at a time.
+ */
+#ifndef SL_TRAINER_MODEL_GPU_H
+#define SL_TRAINER_MODEL_GPU_H
+
+#include "trainer/model.h"
+#include "trainer/optim.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sl_gpu_model sl_gpu_model;
+
+/* A GPU copy of cpu's architecture and current parameters (the same flat
+ * layout), zero gradients and AdamW moments (step count 0), activations for
+ * up to max_batch pairs. cpu is only read here (nothing is kept).
+ * SL_ERR_UNSUPPORTED naming "cuda:<dev>" when the device does not exist or
+ * the build has no CUDA; SL_ERR_INVALID (bad max_batch); SL_ERR_EXTERNAL
+ * (CUDA / cuBLAS failure, out of device memory). */
+sl_status sl_gpu_model_create(int dev, const sl_train_model *cpu, int max_batch,
+                              sl_gpu_model **out);
+
+/* One step on B <= max_batch pairs (host pixels [B, 3, S, S], host tokens
+ * [B, ctx] as sl_train_model_forward takes them): gradients set to zero,
+ * forward, loss (*loss, may be NULL), backward into the gradient buffer;
+ * then, when do_update, one AdamW update with cfg (non-NULL then) and
+ * learning rate lr, gradient scale 1, as sl_adamw_step (the model keeps its
+ * own step count; *grad_norm, may be NULL, gets the gradient norm before
+ * clipping). Waits for the GPU before returning. SL_ERR_INVALID: bad batch
+ * size or token id (naming row and position, as the CPU), non-finite
+ * gradient norm (as sl_adamw_step); SL_ERR_EXTERNAL: CUDA failure. */
+sl_status sl_gpu_model_step(sl_gpu_model *g, const float *pixels, const int32_t *tokens, int B,
+                            float *loss, int do_update, const sl_adamw_config *cfg, double lr,
+                            double *grad_norm);
+
+/* Copy the gradient (parameter) buffer to host grads (params) [num_params],
+ * the CPU model's layout. */
+sl_status sl_gpu_model_download_grads(sl_gpu_model *g, float *grads);
+sl_status sl_gpu_model_download_params(sl_gpu_model *g, float *params);
+
+/* Floats in the parameter buffer (the CPU model's num_params); 0 for NULL. */
+size_t sl_gpu_model_num_params(const sl_gpu_model *g);
+
+void sl_gpu_model_free(sl_gpu_model *g);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
