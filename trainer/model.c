@@ -133,21 +133,14 @@ static size_t count_tensors(const sl_clip_config *c) {
 /* Activation layout                                                        */
 /* ------------------------------------------------------------------------ */
 
-static size_t round64(size_t b) {
-    return (b + 63) & ~(size_t)63;
-}
-
 static size_t max3(size_t a, size_t b, size_t c) {
     size_t m = a > b ? a : b;
     return m > c ? m : c;
 }
 
-/* Carve (mem != NULL) or measure (mem NULL) every activation buffer for
- * max_batch pairs. */
-static size_t acts_layout(sl_train_model *m, char *mem) {
-    const sl_clip_config *c = &m->cfg;
-    sl_train_acts *a = &m->acts;
-    const size_t B = (size_t)m->max_batch, D = (size_t)c->embed_dim;
+size_t sl_train_acts_layout(const sl_clip_config *c, int max_batch, sl_train_acts *a, char *mem,
+                            size_t align) {
+    const size_t B = (size_t)max_batch, D = (size_t)c->embed_dim;
     const size_t P = (size_t)sl_clip_num_patches(c), kk = 3 * (size_t)c->patch_size * c->patch_size;
     const size_t Rv = B * (P + 1), Rt = B * (size_t)c->context_length;
     const size_t Wv = (size_t)c->vision.width, Wt = (size_t)c->text.width;
@@ -156,7 +149,7 @@ static size_t acts_layout(sl_train_model *m, char *mem) {
 #define CARVE(ptr, type, count)                                                                    \
     do {                                                                                           \
         if (mem) (ptr) = (type *)(mem + off);                                                      \
-        off += round64(sizeof(type) * (count));                                                    \
+        off += (sizeof(type) * (count) + align - 1) / align * align;                               \
     } while (0)
     for (int tw = 0; tw < 2; tw++) {
         sl_train_tower_acts *ta = tw ? &a->t : &a->v;
@@ -274,11 +267,11 @@ static sl_status model_alloc(const sl_clip_config *cfg, int max_batch, sl_train_
     wk = (walker){.base = m->grads_mem, .ref = m->tensors};
     walk_model(&wk, cfg, &m->grads);
 
-    m->acts_bytes = acts_layout(m, NULL);
+    m->acts_bytes = sl_train_acts_layout(&m->cfg, m->max_batch, &m->acts, NULL, 64);
     void *mem = NULL;
     if (posix_memalign(&mem, 64, m->acts_bytes)) goto nomem;
     m->acts_mem = mem;
-    acts_layout(m, mem);
+    sl_train_acts_layout(&m->cfg, m->max_batch, &m->acts, mem, 64);
     *out = m;
     return SL_OK;
 nomem:

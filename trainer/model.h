@@ -195,6 +195,14 @@ sl_status sl_train_model_save(const sl_train_model *m, const char *dir);
 
 void sl_train_model_free(sl_train_model *m);
 
+/* Carve (mem != NULL) or measure (mem NULL) every activation buffer of a
+ * (per-block pointers in a->v.blocks / a->t.blocks already allocated) for
+ * max_batch pairs of cfg, each buffer starting on a multiple of `align`
+ * bytes (a power of two); returns the bytes needed. Host or device memory:
+ * the CPU model and the GPU step (model_gpu.cu) share the layout. */
+size_t sl_train_acts_layout(const sl_clip_config *cfg, int max_batch, sl_train_acts *a, char *mem,
+                            size_t align);
+
 /* Forward of B <= max_batch pairs: pixels [B, 3, S, S] (normalised),
  * tokens [B, ctx] (ids in [0, vocab); pooled at the end-of-text position by
  * the config's rule). *loss = symmetric InfoNCE of the normalised image

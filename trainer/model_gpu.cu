@@ -4,8 +4,8 @@
 // Layout: the parameter, gradient and AdamW moment buffers are flat with the
 // CPU model's offsets; sl_train_params / sl_train_acts hold DEVICE pointers
 // here (the same structs as the CPU model, so the op sequence below reads as
-// model.c's). The activations are carved as model.c's acts_layout carves
-// them.
+// model.c's). The activations are carved by model.c's sl_train_acts_layout
+// (256-byte aligned).
 //
 // The two forward kernels the inference path lacks live here: a LayerNorm
 // forward that saves mean / rstd (the arithmetic of transformer.cu's, one
@@ -83,50 +83,6 @@ static sl_status cu_fail(int dev, cudaError_t e, const char *what) {
 // Forward kernels
 // ---------------------------------------------------------------------------
 
-#define FULL_MASK 0xffffffffu
-#define LN_WARPS  8
-
-__device__ __forceinline__ float fwd_warp_sum(float v) {
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(FULL_MASK, v, off);
-    return v;
-}
-
-// sl_op_residual_layernorm_forward: x [N, C] += bias (when non-NULL) in
-// place, out = (x - mean) * rstd * w + b, mean and rstd [N] saved. Two passes
-// over the updated row (mean, then the centred sum of squares) as the CPU.
-// out may equal x (each element read then written by the same lane).
-__global__ void __launch_bounds__(LN_WARPS * 32)
-    ln_fwd_kernel(float *out, float *mean_out, float *rstd_out, float *x,
-                  const float *__restrict__ bias, const float *__restrict__ w,
-                  const float *__restrict__ b, int N, int C, float eps) {
-    const int row = blockIdx.x * LN_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (row >= N) return; // whole warp: no barrier below
-    float *xr = x + (size_t)row * C;
-    float *orow = out + (size_t)row * C;
-    float s = 0.f;
-    if (bias) {
-        for (int j = lane; j < C; j += 32) {
-            float v = xr[j] + bias[j];
-            xr[j] = v;
-            s += v;
-        }
-    } else {
-        for (int j = lane; j < C; j += 32) s += xr[j];
-    }
-    const float mean = fwd_warp_sum(s) / (float)C;
-    float v2 = 0.f;
-    for (int j = lane; j < C; j += 32) {
-        float d = xr[j] - mean;
-        v2 += d * d;
-    }
-    const float rstd = 1.0f / sqrtf(fwd_warp_sum(v2) / (float)C + eps);
-    for (int j = lane; j < C; j += 32) orow[j] = (xr[j] - mean) * rstd * w[j] + b[j];
-    if (lane == 0) {
-        mean_out[row] = mean;
-        rstd_out[row] = rstd;
-    }
-}
-
 // sl_op_act codes (NONE 0, QUICK_GELU 1, GELU 2, GELU_TANH 3).
 __device__ __forceinline__ float fwd_act(float x, int act) {
     switch (act) {
@@ -172,10 +128,8 @@ static sl_status ln_fwd(sl_gpu_model *g, float *out, float *mean, float *rstd, f
                         const float *bias, const float *w, const float *b, int N, int C,
                         float eps) {
     if (N <= 0) return SL_OK;
-    const unsigned blocks = (unsigned)((N + LN_WARPS - 1) / LN_WARPS);
-    ln_fwd_kernel<<<blocks, LN_WARPS * 32, 0, g->stream>>>(out, mean, rstd, x, bias, w, b, N, C,
-                                                           eps);
-    CU(g, cudaGetLastError(), "layernorm forward");
+    CU(g, sl_cu_layernorm_stats(out, mean, rstd, x, bias, w, b, N, C, eps, g->stream),
+       "layernorm forward");
     return SL_OK;
 }
 
@@ -279,89 +233,6 @@ static void rebase_params(sl_train_params *dst, const sl_train_params *src, cons
     }
 }
 
-static size_t round256(size_t b) {
-    return (b + 255) & ~(size_t)255;
-}
-
-static size_t maxz(size_t a, size_t b) {
-    return a > b ? a : b;
-}
-
-// model.c's acts_layout (device memory; mem NULL: measure only).
-static size_t acts_layout(sl_gpu_model *gm, char *mem) {
-    const sl_clip_config *c = &gm->cfg;
-    sl_train_acts *a = &gm->a;
-    const size_t B = (size_t)gm->max_batch, D = (size_t)c->embed_dim;
-    const size_t P = (size_t)sl_clip_num_patches(c), kk = 3 * (size_t)c->patch_size * c->patch_size;
-    const size_t Rv = B * (P + 1), Rt = B * (size_t)c->context_length;
-    const size_t Wv = (size_t)c->vision.width, Wt = (size_t)c->text.width;
-    const size_t Mv = (size_t)c->vision.mlp_width, Mt = (size_t)c->text.mlp_width;
-    size_t off = 0;
-#define CARVE(ptr, type, count)                                                                    \
-    do {                                                                                           \
-        if (mem) (ptr) = (type *)(mem + off);                                                      \
-        off += round256(sizeof(type) * (count));                                                   \
-    } while (0)
-    for (int tw = 0; tw < 2; tw++) {
-        sl_train_tower_acts *ta = tw ? &a->t : &a->v;
-        const sl_tower_config *tc = tw ? &c->text : &c->vision;
-        const size_t R = tw ? Rt : Rv, W = (size_t)tc->width, M = (size_t)tc->mlp_width;
-        for (int l = 0; l < tc->layers; l++) {
-            sl_train_block_acts *k = &ta->blocks[l];
-            const size_t R2 = l + 1 < tc->layers ? R : B;
-            CARVE(k->res, float, R *W);
-            CARVE(k->ln1, float, R *W);
-            CARVE(k->mean1, float, R);
-            CARVE(k->rstd1, float, R);
-            CARVE(k->qkv, float, R * 3 * W);
-            CARVE(k->att, float, R2 *W);
-            CARVE(k->res2, float, R2 *W);
-            CARVE(k->ln2, float, R2 *W);
-            CARVE(k->mean2, float, R2);
-            CARVE(k->rstd2, float, R2);
-            CARVE(k->fc_pre, float, R2 *M);
-            CARVE(k->fc, float, R2 *M);
-        }
-        CARVE(ta->pooled, float, B *W);
-        CARVE(ta->lnf, float, B *W);
-        CARVE(ta->meanf, float, B);
-        CARVE(ta->rstdf, float, B);
-        CARVE(ta->feat, float, B *D);
-        CARVE(ta->emb, float, B *D);
-        CARVE(ta->norm, float, B);
-    }
-    CARVE(a->cols, float, B *P *kk);
-    CARVE(a->patch, float, B *P *Wv);
-    CARVE(a->v_embed, float, Rv *Wv);
-    CARVE(a->pre_mean, float, Rv);
-    CARVE(a->pre_rstd, float, Rv);
-    CARVE(a->ids, int32_t, Rt);
-    CARVE(a->v_start, int, B);
-    CARVE(a->v_len, int, B);
-    CARVE(a->v_idx, int, B);
-    CARVE(a->t_start, int, B);
-    CARVE(a->t_len, int, B);
-    CARVE(a->t_idx, int, B);
-    CARVE(a->v_qrow, int, B);
-    CARVE(a->t_qrow, int, B);
-    CARVE(a->loss_saved, float, 3 * B * B);
-    const size_t RW = maxz(Rv * Wv, Rt * Wt);
-    CARVE(a->d_res, float, RW);
-    CARVE(a->d_ln, float, RW);
-    CARVE(a->d_att, float, RW);
-    CARVE(a->d_qkv, float, 3 * RW);
-    CARVE(a->d_fc, float, maxz(Rv * Mv, Rt * Mt));
-    CARVE(a->d_emb, float, Rv *Wv);
-    CARVE(a->d_pool, float, B *maxz(Wv, Wt));
-    CARVE(a->d_lnf, float, B *maxz(Wv, Wt));
-    CARVE(a->d_feat, float, B *D);
-    CARVE(a->d_img, float, B *D);
-    CARVE(a->d_txt, float, B *D);
-    CARVE(a->d_logits, float, B *B);
-#undef CARVE
-    return off;
-}
-
 // ---------------------------------------------------------------------------
 // Create / free
 // ---------------------------------------------------------------------------
@@ -457,9 +328,9 @@ static sl_status create(sl_gpu_model *g, const sl_train_model *cpu) {
     // activations and per-batch buffers
     g->a.v.blocks = g->block_acts_mem;
     g->a.t.blocks = g->block_acts_mem + Lv;
-    const size_t abytes = acts_layout(g, NULL);
+    const size_t abytes = sl_train_acts_layout(&g->cfg, g->max_batch, &g->a, NULL, 256);
     CU(g, cudaMalloc(&g->acts_mem, abytes), "malloc (activations)");
-    acts_layout(g, (char *)g->acts_mem);
+    sl_train_acts_layout(&g->cfg, g->max_batch, &g->a, (char *)g->acts_mem, 256);
     const size_t S = (size_t)c->image_size;
     CU(g, cudaMalloc((void **)&g->pixels, (size_t)g->max_batch * 3 * S * S * sizeof(float)),
        "malloc (pixels)");

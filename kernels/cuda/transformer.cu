@@ -57,7 +57,8 @@ static unsigned grid_for(size_t n) {
 // read and then written by the same lane, so in place is safe.
 template <typename T>
 __global__ void __launch_bounds__(LN_WARPS * 32)
-    layernorm_kernel(T *out, float *x, const float *__restrict__ bias, const float *__restrict__ w,
+    layernorm_kernel(T *out, float *mean_out, float *rstd_out, float *x,
+                     const float *__restrict__ bias, const float *__restrict__ w,
                      const float *__restrict__ b, int N, int C, float eps) {
     const int row = blockIdx.x * LN_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= N) return; // whole warp: no block-level barrier below
@@ -79,8 +80,12 @@ __global__ void __launch_bounds__(LN_WARPS * 32)
         float d = xr[j] - mean;
         v2 += d * d;
     }
-    const float rstd = rsqrtf(warp_sum(v2) / (float)C + eps);
+    const float rstd = 1.0f / sqrtf(warp_sum(v2) / (float)C + eps);
     for (int j = lane; j < C; j += 32) orow[j] = from_f<T>((xr[j] - mean) * rstd * w[j] + b[j]);
+    if (mean_out && lane == 0) { // the statistics the backward pass reads
+        mean_out[row] = mean;
+        rstd_out[row] = rstd;
+    }
 }
 
 cudaError_t sl_cu_layernorm(void *out, int out_bf16, float *x, const float *bias, const float *w,
@@ -88,11 +93,21 @@ cudaError_t sl_cu_layernorm(void *out, int out_bf16, float *x, const float *bias
     if (N <= 0 || C <= 0) return cudaSuccess;
     const unsigned blocks = (unsigned)((N + LN_WARPS - 1) / LN_WARPS);
     if (out_bf16)
-        layernorm_kernel<__nv_bfloat16>
-            <<<blocks, LN_WARPS * 32, 0, stream>>>((__nv_bfloat16 *)out, x, bias, w, b, N, C, eps);
+        layernorm_kernel<__nv_bfloat16><<<blocks, LN_WARPS * 32, 0, stream>>>(
+            (__nv_bfloat16 *)out, nullptr, nullptr, x, bias, w, b, N, C, eps);
     else
-        layernorm_kernel<float>
-            <<<blocks, LN_WARPS * 32, 0, stream>>>((float *)out, x, bias, w, b, N, C, eps);
+        layernorm_kernel<float><<<blocks, LN_WARPS * 32, 0, stream>>>(
+            (float *)out, nullptr, nullptr, x, bias, w, b, N, C, eps);
+    return cudaGetLastError();
+}
+
+cudaError_t sl_cu_layernorm_stats(float *out, float *mean, float *rstd, float *x, const float *bias,
+                                  const float *w, const float *b, int N, int C, float eps,
+                                  cudaStream_t stream) {
+    if (N <= 0 || C <= 0) return cudaSuccess;
+    const unsigned blocks = (unsigned)((N + LN_WARPS - 1) / LN_WARPS);
+    layernorm_kernel<float>
+        <<<blocks, LN_WARPS * 32, 0, stream>>>(out, mean, rstd, x, bias, w, b, N, C, eps);
     return cudaGetLastError();
 }
 

@@ -36,6 +36,12 @@ cudaError_t sl_cu_probe(void);
 cudaError_t sl_cu_layernorm(void *out, int out_bf16, float *x, const float *bias, const float *w,
                             const float *b, int N, int C, float eps, cudaStream_t stream);
 
+// The same in F32 saving mean [N] and rstd [N] (the training forward,
+// sl_op_residual_layernorm_forward's contract).
+cudaError_t sl_cu_layernorm_stats(float *out, float *mean, float *rstd, float *x, const float *bias,
+                                  const float *w, const float *b, int N, int C, float eps,
+                                  cudaStream_t stream);
+
 // Multi-head self-attention over packed sequences (sl_op_attention_forward's
 // contract). qkv [rows, 3W] (BF16 when bf16): per row q | k | v, head h at
 // columns h*dh .. h*dh+dh-1 of each third, dh = W / heads <=
