@@ -80,7 +80,8 @@ __global__ void __launch_bounds__(LN_WARPS * 32)
         float d = xr[j] - mean;
         v2 += d * d;
     }
-    const float rstd = 1.0f / sqrtf(warp_sum(v2) / (float)C + eps);
+    // correctly rounded (also under --use_fast_math): the training backward reads it
+    const float rstd = __fdiv_rn(1.0f, __fsqrt_rn(warp_sum(v2) / (float)C + eps));
     for (int j = lane; j < C; j += 32) orow[j] = from_f<T>((xr[j] - mean) * rstd * w[j] + b[j]);
     if (mean_out && lane == 0) { // the statistics the backward pass reads
         mean_out[row] = mean;
