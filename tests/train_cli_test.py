@@ -9,11 +9,15 @@
   - train_log.jsonl has step, loss, lr, grad_norm, samples_per_s, and the
     retrieval recalls with --eval-every;
   - --init from a checkpoint, a preset naming its tokenizer directory;
-  - usage errors exit 2; a corrupt shard fails naming the shard and member.
+  - usage errors exit 2; a corrupt shard fails naming the shard and member;
+  - --device: bogus is a usage error naming it; cuda:0 where `sightline info`
+    reports no CUDA device fails (exit 1) naming cuda:0 before --out is
+    created; cpu logs the same losses as no --device.
 usage: train_cli_test.py SIGHTLINE PRESET_JSON WORK_DIR"""
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import tarfile
@@ -147,5 +151,24 @@ check(os.path.exists(W("t", "step-1", "merges.txt")), "preset tokenizer run")
 run("train", "--data", W("pairs.tsv"), rc=2)
 run("train", *common, "--data", W("pairs.tsv"), "--out", W("u"), "--batch", "0", rc=2)
 run("train", *common, "--data", W("pairs.tsv"), "--out", W("u"), "--eval-every", "2", rc=2)
+
+# --device
+short = [*common, "--data", W("pairs.tsv"), "--steps", "3", "--batch", "8", "--seed", "5"]
+r = run("train", *short, "--out", W("dv_bogus"), "--device", "bogus", rc=2)
+check("bogus" in r.stderr, f"--device bogus not named: {r.stderr!r}")
+check(not os.path.exists(W("dv_bogus")), "--device bogus created --out")
+m = re.search(r"CUDA devices: (\d+)", run("info", rc=0).stdout)
+if m is not None and int(m.group(1)) == 0:
+    r = run("train", *short, "--out", W("dv_cuda"), "--device", "cuda:0", rc=1)
+    check("cuda:0" in r.stderr, f"--device cuda:0 failure not named: {r.stderr!r}")
+    check(not os.path.exists(W("dv_cuda")) or not os.listdir(W("dv_cuda")),
+          "--device cuda:0 wrote to --out")
+else:
+    print("note: this machine reports CUDA devices: the cuda:0 failure check is skipped")
+run("train", *short, "--out", W("dv_none"), rc=0)
+run("train", *short, "--out", W("dv_cpu"), "--device", "cpu", rc=0)
+losses = [[json.loads(x)["loss"] for x in open(W(d, "train_log.jsonl"))]
+          for d in ("dv_none", "dv_cpu")]
+check(len(losses[0]) == 3 and losses[0] == losses[1], f"--device cpu losses differ: {losses}")
 
 sys.exit(cli_harness.finish("train_cli"))

@@ -343,10 +343,7 @@ static sl_status create(sl_gpu_model *g, const sl_train_model *cpu) {
     return SL_OK;
 }
 
-extern "C" sl_status sl_gpu_model_create(int dev, const sl_train_model *cpu, int max_batch,
-                                         sl_gpu_model **out) {
-    if (!out) return sl_set_error(SL_ERR_INVALID, "gpu model: NULL argument");
-    *out = NULL;
+extern "C" sl_status sl_gpu_model_probe(int dev) {
     int count = 0;
     if (cudaGetDeviceCount(&count) != cudaSuccess) {
         cudaGetLastError();
@@ -355,6 +352,14 @@ extern "C" sl_status sl_gpu_model_create(int dev, const sl_train_model *cpu, int
     if (dev < 0 || dev >= count)
         return sl_set_error(SL_ERR_UNSUPPORTED, "cuda:%d requested but %d CUDA device(s) found",
                             dev, count);
+    return SL_OK;
+}
+
+extern "C" sl_status sl_gpu_model_create(int dev, const sl_train_model *cpu, int max_batch,
+                                         sl_gpu_model **out) {
+    if (!out) return sl_set_error(SL_ERR_INVALID, "gpu model: NULL argument");
+    *out = NULL;
+    TRY(sl_gpu_model_probe(dev));
     if (!cpu) return sl_set_error(SL_ERR_INVALID, "gpu model: NULL argument");
     if (max_batch < 1 || max_batch > 65536)
         return sl_set_error(SL_ERR_INVALID, "gpu model: max batch %d outside [1, 65536]",
@@ -391,6 +396,31 @@ extern "C" sl_status sl_gpu_model_download_grads(sl_gpu_model *g, float *grads) 
 extern "C" sl_status sl_gpu_model_download_params(sl_gpu_model *g, float *params) {
     if (!g || !params) return sl_set_error(SL_ERR_INVALID, "gpu model: NULL argument");
     return download(g, params, g->params, g->num_params * sizeof(float));
+}
+
+extern "C" sl_status sl_gpu_model_download_state(sl_gpu_model *g, float *params, float *m, float *v,
+                                                 int64_t *t) {
+    if (!g || !params || !m || !v || !t)
+        return sl_set_error(SL_ERR_INVALID, "gpu model: NULL argument");
+    const size_t bytes = g->num_params * sizeof(float);
+    TRY(download(g, params, g->params, bytes));
+    TRY(download(g, m, g->m, bytes));
+    TRY(download(g, v, g->v, bytes));
+    *t = g->t;
+    return SL_OK;
+}
+
+extern "C" sl_status sl_gpu_model_upload_state(sl_gpu_model *g, const float *params, const float *m,
+                                               const float *v, int64_t t) {
+    if (!g || !params || !m || !v) return sl_set_error(SL_ERR_INVALID, "gpu model: NULL argument");
+    if (t < 0) return sl_set_error(SL_ERR_INVALID, "gpu model: negative AdamW step count");
+    const size_t bytes = g->num_params * sizeof(float);
+    CU(g, cudaSetDevice(g->dev), "set device");
+    TRY(upload(g, g->params, params, bytes));
+    TRY(upload(g, g->m, m, bytes));
+    TRY(upload(g, g->v, v, bytes));
+    g->t = t;
+    return SL_OK;
 }
 
 // ---------------------------------------------------------------------------

@@ -44,6 +44,11 @@ typedef struct sl_gpu_model sl_gpu_model;
 sl_status sl_gpu_model_create(int dev, const sl_train_model *cpu, int max_batch,
                               sl_gpu_model **out);
 
+/* Whether CUDA device dev can be used here (before any model is built):
+ * SL_OK, or the SL_ERR_UNSUPPORTED of sl_gpu_model_create naming "cuda:<dev>"
+ * (no such device, or a build without CUDA). */
+sl_status sl_gpu_model_probe(int dev);
+
 /* One step on B <= max_batch pairs (host pixels [B, 3, S, S], host tokens
  * [B, ctx] as sl_train_model_forward takes them): gradients set to zero,
  * forward, loss (*loss, may be NULL), backward into the gradient buffer;
@@ -61,6 +66,17 @@ sl_status sl_gpu_model_step(sl_gpu_model *g, const float *pixels, const int32_t 
  * the CPU model's layout. */
 sl_status sl_gpu_model_download_grads(sl_gpu_model *g, float *grads);
 sl_status sl_gpu_model_download_params(sl_gpu_model *g, float *params);
+
+/* The whole training state: parameters, AdamW moments m and v (host
+ * [num_params] each, the layout of sl_adamw's m / v) and the count of AdamW
+ * updates done (sl_adamw's t: the next update uses t + 1 for its bias
+ * correction). Download copies it to the host; upload replaces the model's
+ * (to resume, or after the host changed it); gradients are left as they
+ * are. SL_ERR_INVALID (NULL, t < 0); SL_ERR_EXTERNAL (CUDA failure). */
+sl_status sl_gpu_model_download_state(sl_gpu_model *g, float *params, float *m, float *v,
+                                      int64_t *t);
+sl_status sl_gpu_model_upload_state(sl_gpu_model *g, const float *params, const float *m,
+                                    const float *v, int64_t t);
 
 /* Floats in the parameter buffer (the CPU model's num_params); 0 for NULL. */
 size_t sl_gpu_model_num_params(const sl_gpu_model *g);

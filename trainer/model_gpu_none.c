@@ -13,6 +13,10 @@
                  "(rebuild with nvcc present and -DSL_CUDA=AUTO or ON)",                           \
                  (dev))
 
+sl_status sl_gpu_model_probe(int dev) {
+    return NO_CUDA(dev);
+}
+
 sl_status sl_gpu_model_create(int dev, const sl_train_model *cpu, int max_batch,
                               sl_gpu_model **out) {
     (void)cpu;
@@ -36,6 +40,18 @@ sl_status sl_gpu_model_download_grads(sl_gpu_model *g, float *grads) {
 
 sl_status sl_gpu_model_download_params(sl_gpu_model *g, float *params) {
     (void)g, (void)params;
+    return NO_CUDA(0);
+}
+
+sl_status sl_gpu_model_download_state(sl_gpu_model *g, float *params, float *m, float *v,
+                                      int64_t *t) {
+    (void)g, (void)params, (void)m, (void)v, (void)t;
+    return NO_CUDA(0);
+}
+
+sl_status sl_gpu_model_upload_state(sl_gpu_model *g, const float *params, const float *m,
+                                    const float *v, int64_t t) {
+    (void)g, (void)params, (void)m, (void)v, (void)t;
     return NO_CUDA(0);
 }
 

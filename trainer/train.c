@@ -4,12 +4,14 @@
 #include "trainer/train.h"
 
 #include "encoder/clip_internal.h"
+#include "sightline/encoder.h"
 #include "sightline/eval.h"
 #include "sightline/image.h"
 #include "sightline/safetensors.h"
 #include "sightline/tokenizer.h"
 #include "trainer/data.h"
 #include "trainer/model.h"
+#include "trainer/model_gpu.h"
 #include "trainer/optim.h"
 
 #include <dirent.h>
@@ -453,6 +455,11 @@ static sl_status eval_run(sl_train_model *m, const eval_set *e, sl_retrieval_met
 
 /* ---- the run ------------------------------------------------------------ */
 
+/* The GPU's parameters, moments and step count into the CPU model and opt. */
+static sl_status gpu_pull(sl_gpu_model *g, sl_train_model *m, sl_adamw *opt) {
+    return sl_gpu_model_download_state(g, m->params_mem, opt->m, opt->v, &opt->t);
+}
+
 sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
     sl_status st = SL_OK;
     json_t *preset = NULL, *resumed_cfg = NULL;
@@ -464,6 +471,8 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
     sl_train_model *m = NULL;
     sl_adamw opt;
     memset(&opt, 0, sizeof opt);
+    sl_gpu_model *gpu = NULL;
+    int cuda = -1, gpu_dirty = 0; /* gpu_dirty: the GPU's state is newer than m / opt */
     sl_train_dataset ds;
     memset(&ds, 0, sizeof ds);
     sl_loader *ld = NULL;
@@ -481,6 +490,12 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
     if (!o->data) return sl_set_error(SL_ERR_INVALID, "train: --data is required");
     if (!o->config && !o->resume && !o->init)
         return sl_set_error(SL_ERR_INVALID, "train: --config is required");
+    /* the device first: nothing is read or written for one that cannot be used */
+    {
+        int bf16 = 0; /* training is F32 on every device for now */
+        if ((st = sl_device_parse(o->device, &cuda, &bf16))) return st;
+        if (cuda >= 0 && (st = sl_gpu_model_probe(cuda))) return st;
+    }
 
     if (o->config) {
         json_error_t je;
@@ -549,6 +564,13 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
         }
     }
     if ((st = resolve(o, resumed_cfg, preset_train, &h))) goto done;
+    if (cuda >= 0 && h.accum != 1) {
+        st = sl_set_error(SL_ERR_UNSUPPORTED,
+                          "train: cuda:%d: gradient accumulation (accum %d) is not supported on "
+                          "the GPU yet (use accum 1)",
+                          cuda, h.accum);
+        goto done;
+    }
 
     if (o->resume) {
         st = sl_train_model_load(rdir, h.batch, &m);
@@ -579,6 +601,11 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
         free(sp);
         if (st) goto done;
         opt.t = sc[0];
+    }
+    if (cuda >= 0) {
+        /* after resume: the GPU starts from the CPU model and optimizer */
+        if ((st = sl_gpu_model_create(cuda, m, h.batch, &gpu))) goto done;
+        if ((st = sl_gpu_model_upload_state(gpu, m->params_mem, opt.m, opt.v, opt.t))) goto done;
     }
 
     /* Data */
@@ -645,18 +672,27 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
                 m->num_params, (long long)first, (long long)stop, B, K, h.lr);
     for (int64_t step = first; step < stop && !st; step++) {
         double lr = sl_lr_cosine(h.lr, h.warmup, h.steps, step);
-        sl_train_model_zero_grad(m);
-        double loss_sum = 0;
-        for (int k = 0; k < K && !st; k++) {
+        double loss_sum = 0, gn = 0;
+        if (gpu) {
+            /* K == 1: one micro-batch, the update on the GPU */
             float loss = 0;
             if ((st = sl_loader_next(ld, B, pixels, tokens))) break;
-            if ((st = sl_train_model_forward(m, pixels, tokens, B, &loss))) break;
-            if ((st = sl_train_model_backward(m))) break;
-            loss_sum += loss;
+            gpu_dirty = 1;
+            if ((st = sl_gpu_model_step(gpu, pixels, tokens, B, &loss, 1, &opt.cfg, lr, &gn)))
+                break;
+            loss_sum = loss;
+        } else {
+            sl_train_model_zero_grad(m);
+            for (int k = 0; k < K && !st; k++) {
+                float loss = 0;
+                if ((st = sl_loader_next(ld, B, pixels, tokens))) break;
+                if ((st = sl_train_model_forward(m, pixels, tokens, B, &loss))) break;
+                if ((st = sl_train_model_backward(m))) break;
+                loss_sum += loss;
+            }
+            if (st) break;
+            if ((st = sl_adamw_step(&opt, m, lr, 1.0 / K, &gn))) break;
         }
-        if (st) break;
-        double gn = 0;
-        if ((st = sl_adamw_step(&opt, m, lr, 1.0 / K, &gn))) break;
         double loss = loss_sum / K, now = sl_now();
         double sps = (double)B * K / (now - t_last > 1e-9 ? now - t_last : 1e-9);
         double avg = (now - t0) / (double)(step + 1 - first);
@@ -666,6 +702,8 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
         double r[6] = {-1, -1, -1, -1, -1, -1};
         if (ev.n_images && h.eval_every > 0 && (step + 1) % h.eval_every == 0) {
             sl_retrieval_metrics mt;
+            if (gpu_dirty && (st = gpu_pull(gpu, m, &opt))) break;
+            gpu_dirty = 0;
             if ((st = eval_run(m, &ev, &mt))) break;
             r[0] = mt.i2t.r1, r[1] = mt.i2t.r5, r[2] = mt.i2t.r10;
             r[3] = mt.t2i.r1, r[4] = mt.t2i.r5, r[5] = mt.t2i.r10;
@@ -700,10 +738,16 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
             }
         }
         int last = step + 1 == stop;
-        if (last || (h.save_every > 0 && (step + 1) % h.save_every == 0))
+        if (last || (h.save_every > 0 && (step + 1) % h.save_every == 0)) {
+            if (gpu_dirty && (st = gpu_pull(gpu, m, &opt))) break;
+            gpu_dirty = 0;
             st = save_checkpoint(&cc, m, &opt, step + 1, (int64_t)sl_loader_position(ld),
                                  sc[3] + (int64_t)sl_loader_skipped(ld), &h);
+        }
     }
+    /* the final state on the host too (normally already there: the last
+     * step writes a checkpoint) */
+    if (!st && gpu_dirty && !(st = gpu_pull(gpu, m, &opt))) gpu_dirty = 0;
     if (res) res->skipped = (uint64_t)sc[3] + sl_loader_skipped(ld);
     if (!st && sl_loader_skipped(ld))
         SL_WARN("train: %llu samples skipped (bad images)",
@@ -719,6 +763,7 @@ done:
     sl_dataset_free(&ds);
     free(pixels);
     free(tokens);
+    sl_gpu_model_free(gpu);
     sl_adamw_free(&opt);
     sl_train_model_free(m);
     sl_tokenizer_free(tok);

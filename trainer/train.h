@@ -13,6 +13,12 @@
  * and the data position are the whole RNG state. A checkpoint is written
  * to a temporary directory and renamed into place; OUT/latest names the
  * newest (atomic write); only the last `keep` are kept.
+ *
+ * With a CUDA device the step (forward, loss, backward, AdamW) runs on the
+ * GPU; parameters, moments and the step count are copied back to the CPU
+ * model and optimizer before an eval or a checkpoint, so both (and resume)
+ * are the CPU path's. A device that cannot be used fails before anything
+ * is read or written.
  */
 #ifndef SL_TRAINER_TRAIN_H
 #define SL_TRAINER_TRAIN_H
@@ -54,6 +60,9 @@ typedef struct sl_train_opts {
     int keep;
     double weight_decay, beta1, beta2, eps, grad_clip;
     int quiet;
+    const char *device; /* NULL or "cpu": the CPU; "cuda[:N]" (or "cuda-f32[:N]", the same):
+                           each step on CUDA device N (trainer/model_gpu.h, F32; no BF16
+                           training yet), accum 1 only (SL_ERR_UNSUPPORTED otherwise) */
 } sl_train_opts;
 
 /* Every field "not given". */

@@ -3,6 +3,7 @@
  * preset (see trainer/train.h).
  */
 #include "cli/commands.h"
+#include "sightline/encoder.h"
 #include "trainer/train.h"
 
 #include <getopt.h>
@@ -37,6 +38,9 @@ void sl_cmd_train_help(FILE *out) {
           "  --weight-decay X  AdamW decay on weight matrices (default 0.2)\n"
           "  --grad-clip X     global gradient-norm clip (0: off)\n"
           "  --seed N          init, shuffle and augmentation seed\n"
+          "  --device NAME     cpu (default), cuda[:N]: each step on CUDA device N in F32\n"
+          "                    (cuda-f32[:N] is the same; no BF16 training yet); --accum 1\n"
+          "                    only on a GPU for now\n"
           "output:\n"
           "  --out DIR         checkpoints step-N/ (HF layout + trainer_state.safetensors),\n"
           "                    latest, train_log.jsonl\n"
@@ -103,6 +107,7 @@ int sl_cmd_train(int argc, char **argv) {
         O_WD,
         O_CLIP,
         O_QUIET,
+        O_DEVICE,
         O_HELP
     };
     static const struct option lo[] = {{"config", required_argument, 0, O_CONFIG},
@@ -131,6 +136,7 @@ int sl_cmd_train(int argc, char **argv) {
                                        {"weight-decay", required_argument, 0, O_WD},
                                        {"grad-clip", required_argument, 0, O_CLIP},
                                        {"quiet", no_argument, 0, O_QUIET},
+                                       {"device", required_argument, 0, O_DEVICE},
                                        {"help", no_argument, 0, O_HELP},
                                        {0, 0, 0, 0}};
     sl_train_opts o;
@@ -220,6 +226,16 @@ int sl_cmd_train(int argc, char **argv) {
             case O_QUIET:
                 o.quiet = 1;
                 break;
+            case O_DEVICE: {
+                int cuda, bf16;
+                if (sl_device_parse(optarg, &cuda, &bf16)) {
+                    fprintf(stderr, "sightline train: %s\n", sl_last_error());
+                    bad = 1;
+                } else {
+                    o.device = optarg;
+                }
+                break;
+            }
             case 'h':
             case O_HELP:
                 sl_cmd_train_help(stdout);
