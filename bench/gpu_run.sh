@@ -15,7 +15,7 @@
 #   BUILD=build-gpu      build directory (kept: a rerun rebuilds incrementally)
 #   BUDGET=540           seconds for the whole script; each step's limit is cut
 #                        to what is left (the device tool allows 600 a command)
-#   STEPS="deps build ctest bench parity index search sanitize"   the steps to run
+#   STEPS="deps build ctest bench parity index train search sanitize"   the steps to run
 #   N_JPEGS=20000        corpus size for the index step
 #   QUICK=1              tiny settings everywhere (a dry run of the script)
 #   INDEX_DEVICE=cuda    --device of the index step (cpu: try the step without a GPU)
@@ -65,7 +65,7 @@ BUILD=${BUILD:-$ROOT/build-gpu}
 mkdir -p "$BUILD" && BUILD=$(cd "$BUILD" && pwd) || exit 1
 cd "$ROOT" || exit 1
 BUDGET=${BUDGET:-540}
-STEPS=${STEPS:-deps build ctest bench parity index search sanitize}
+STEPS=${STEPS:-deps build ctest bench parity index train search sanitize}
 N_JPEGS=${N_JPEGS:-20000}
 QUICK=${QUICK:-0}
 INDEX_DEVICE=${INDEX_DEVICE:-cuda}
@@ -452,6 +452,42 @@ main() {
                 summ "index build (batch $b): FAILED (rc=$rc): $(tail -n1 "$LOGS/index_build_$b.log")"
             fi
         done
+    fi
+
+    # ------------------------------------------------------------------
+    if has_step train && ((built)); then
+        section "t. sightline train --device cuda against --device cpu (tiny config, 20 steps)"
+        local J=$WORK/jpegs T=$WORK/train
+        [ -d "$J" ] || run "$LOGS/jpegs_train.log" 120 "$BJ" --out "$J" --n 512
+        rm -rf "$T" && mkdir -p "$T"
+        # 256 pictures with made-up captions (the point is CPU/GPU agreement, not learning)
+        find "$J" -name '*.jpg' | sort | head -n 256 |
+            awk '{ split("red green blue small large round square bright dark striped", w, " ");
+                   printf "%s\ta %s %s picture number %d\n", $0, w[NR % 10 + 1], w[(NR * 7) % 10 + 1], NR }' \
+                >"$T/data.tsv"
+        cut -f2 "$T/data.tsv" >"$T/captions.txt"
+        run "$LOGS/train_tok.log" 60 "$SL" tokenizer train --captions "$T/captions.txt" --out "$T/tok" \
+            --vocab-size 600
+        local dev
+        for dev in cpu cuda; do
+            run "$LOGS/train_$dev.log" 120 "$SL" train --config "$ROOT/etc/train/tiny.json" \
+                --tokenizer "$T/tok" --data "$T/data.tsv" --out "$T/out-$dev" --steps 20 \
+                --no-augment --no-shuffle --device "$dev" --quiet
+            echo "  train --device $dev: rc=$? in ${LAST_SECS}s"
+        done
+        if [ -f "$T/out-cpu/train_log.jsonl" ] && [ -f "$T/out-cuda/train_log.jsonl" ]; then
+            local cmp
+            cmp=$(paste "$T/out-cpu/train_log.jsonl" "$T/out-cuda/train_log.jsonl" | awk -F'\t' '
+                { match($1, /"loss": [-0-9.e+]+/); a = substr($1, RSTART + 8, RLENGTH - 8) + 0;
+                  match($2, /"loss": [-0-9.e+]+/); b = substr($2, RSTART + 8, RLENGTH - 8) + 0;
+                  d = a - b; if (d < 0) d = -d; r = d / (a < 0 ? -a : a);
+                  if (r > m) m = r; n++; last_a = a; last_b = b }
+                END { printf "%d steps, max relative loss difference %.3g (final loss cpu %.6f gpu %.6f)", n, m, last_a, last_b }')
+            echo "  $cmp"
+            summ "train cpu vs cuda: $cmp"
+        else
+            summ "train cpu vs cuda: no comparison ($(tail -n1 "$LOGS/train_cuda.log"))"
+        fi
     fi
 
     # ------------------------------------------------------------------
