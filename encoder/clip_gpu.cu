@@ -103,8 +103,10 @@ struct clip_gpu {
     void *wmem;
     const void *patch_w; // [Wv, 3p^2]
     const float *cls, *v_pos, *pre_w, *pre_b, *post_w, *post_b;
-    const void *v_proj; // [D, Wv]
-    const void *tok;    // [V, Wt]
+    const float *r_pos;      // [(R/p)^2 + 1, Wv] the region pass's positions (NULL: none)
+    const float *r_pos_host; // the same on the host, only while opening
+    const void *v_proj;      // [D, Wv]
+    const void *tok;         // [V, Wt]
     const float *t_pos, *final_w, *final_b;
     const void *t_proj; // [D, Wt]
     gblock *vb, *tb;    // host arrays of device pointers
@@ -133,6 +135,8 @@ struct clip_gpu {
 
     // chunk bounds
     int img_chunk;  // images per chunk
+    int reg_side;   // the region pass's input side R (0: no region pass)
+    int reg_chunk;  // region-pass images per chunk
     int rows_cap;   // text rows per chunk
     int seqs_cap;   // text sequences per chunk
     size_t out_cap; // floats in h_out
@@ -491,6 +495,10 @@ static void up_weights(uploader *u, const clip_weights *w) {
     g->cls = up_f32(u, w->cls, Wv);
     g->v_pos = up_f32(u, w->v_pos, mul2(Tv, Wv));
     g->pre_w = up_f32(u, w->pre_w, Wv);
+    if (g->reg_side) {
+        const size_t gr = (size_t)(g->reg_side / c->patch_size);
+        g->r_pos = up_f32(u, g->r_pos_host, mul2(gr * gr + 1, Wv));
+    }
     g->pre_b = up_f32(u, w->pre_b, Wv);
     up_blocks(u, g->vb, w->v_blocks, &c->vision);
     g->post_w = up_f32(u, w->post_w, Wv);
@@ -520,16 +528,24 @@ static void act_sizes(const clip_gpu *g, sizes *z) {
     const size_t Wv = (size_t)c->vision.width, Mv = (size_t)c->vision.mlp_width;
     const size_t Wt = (size_t)c->text.width, Mt = (size_t)c->text.mlp_width;
     const size_t D = (size_t)c->embed_dim, p = (size_t)c->patch_size, S = (size_t)c->image_size;
-    const size_t P = (size_t)sl_clip_num_patches(c), Tv = P + 1,
-                 kk = (size_t)patch_k_padded((int)p);
-    const size_t ni = (size_t)g->img_chunk, Ri = ni * Tv;
+    const size_t P0 = (size_t)sl_clip_num_patches(c), kk = (size_t)patch_k_padded((int)p);
+    // Image chunks and region-pass chunks share the buffers: each bound is
+    // the larger of the two (rows, patch rows, images, pixels).
+    size_t ni = (size_t)g->img_chunk, Ri = ni * (P0 + 1), nP = ni * P0, npx = mul3(ni, S, S);
+    if (g->reg_side) {
+        const size_t Sr = (size_t)g->reg_side, gr = Sr / p, nr = (size_t)g->reg_chunk;
+        Ri = max2(Ri, nr * (gr * gr + 1));
+        nP = max2(nP, nr * gr * gr);
+        npx = max2(npx, mul3(nr, Sr, Sr));
+        ni = max2(ni, nr);
+    }
     const size_t nt = (size_t)g->seqs_cap, Rt = (size_t)g->rows_cap;
     const size_t rw = max2(mul2(Ri, Wv), mul2(Rt, Wt));
     z->x = mul2(rw, 4);
     z->ln = mul2(rw, es);
     z->att = mul2(rw, es);
-    z->qkv = max2(max2(mul3(Ri, 3 * Wv, es), mul3(ni * P, Wv, 4)), mul3(Rt, 3 * Wt, es));
-    z->hid = max2(max2(mul3(Ri, Mv, es), mul3(ni * P, kk, es)), mul3(Rt, Mt, es));
+    z->qkv = max2(max2(mul3(Ri, 3 * Wv, es), mul3(nP, Wv, 4)), mul3(Rt, 3 * Wt, es));
+    z->hid = max2(max2(mul3(Ri, Mv, es), mul3(nP, kk, es)), mul3(Rt, Mt, es));
     z->proj = mul3(max2(Ri, Rt), D, 4);
     const size_t nw = max2(ni * Wv, nt * Wt);
     z->xc = mul2(nw, 4);
@@ -537,7 +553,7 @@ static void act_sizes(const clip_gpu *g, sizes *z) {
     z->attc = mul2(nw, es);
     z->hidc = mul2(max2(ni * Mv, nt * Mt), es);
     z->outc = mul3(max2(ni, nt), D, 4);
-    z->pix = mul3(ni * 3, mul2(S, S), 4);
+    z->pix = mul3(npx, 3, 4);
     z->ints = mul2(4 * max2(ni, nt) + 2 * max2(Ri, Rt), 4);
     z->out = mul3(max2(ni, nt) + max2(Ri, Rt), D, 4);
 }
@@ -664,8 +680,18 @@ static int head_dim_ok(const sl_tower_config *t) {
            t->width / t->heads <= SL_CU_ATT_MAX_HEAD_DIM;
 }
 
+// Images per chunk at input side S: bounded by images, rows and pixel bytes.
+static int chunk_images(int S, int p) {
+    const size_t g = (size_t)(S / p), T = g * g + 1;
+    size_t ni = CLIP_GPU_MAX_IMAGES;
+    if (CLIP_GPU_MAX_ROWS / T < ni) ni = CLIP_GPU_MAX_ROWS / T;
+    const size_t per_image = mul3(3, mul2((size_t)S, (size_t)S), sizeof(float));
+    if (CLIP_GPU_MAX_PIXEL_BYTES / per_image < ni) ni = CLIP_GPU_MAX_PIXEL_BYTES / per_image;
+    return ni < 1 ? 1 : (int)ni;
+}
+
 sl_status clip_gpu_open(int dev, int bf16, const sl_clip_config *cfg, const clip_weights *w,
-                        const char *path, clip_gpu **out) {
+                        const float *region_pos, const char *path, clip_gpu **out) {
     if (out) *out = NULL;
     if (!cfg || !w || !out)
         return sl_set_error(SL_ERR_INVALID, "clip_gpu_open: cfg, weights and out are required");
@@ -686,6 +712,13 @@ sl_status clip_gpu_open(int dev, int bf16, const sl_clip_config *cfg, const clip
     if (P < 1 || cfg->context_length < 1 || cfg->context_length > CLIP_GPU_MAX_ROWS ||
         cfg->embed_dim < 1 || cfg->vocab_size < 1)
         return sl_set_error(SL_ERR_INVALID, "cuda:%d: %s: invalid model configuration", dev, path);
+    const int Sr = cfg->region_size ? cfg->region_size : cfg->image_size;
+    const int has_region = region_pos && Sr != cfg->image_size;
+    if (has_region && (Sr < cfg->patch_size || Sr > 4096 || Sr % cfg->patch_size))
+        return sl_set_error(SL_ERR_INVALID,
+                            "cuda:%d: %s: region size %d must be a multiple of the patch size %d "
+                            "(at most 4096)",
+                            dev, path, Sr, cfg->patch_size);
 
     dev_guard d;
     sl_status st = dev_enter(dev, &d);
@@ -717,6 +750,10 @@ sl_status clip_gpu_open(int dev, int bf16, const sl_clip_config *cfg, const clip
     g->bf16 = bf16 ? 1 : 0;
     g->cfg = *cfg;
     g->patch_value = cfg->patch_tokens != SL_PATCH_TOKENS_FINAL;
+    if (has_region) {
+        g->reg_side = Sr;
+        g->r_pos_host = region_pos;
+    }
     g->path = strdup(path);
     g->vb = (gblock *)calloc((size_t)cfg->vision.layers, sizeof(gblock));
     g->tb = (gblock *)calloc((size_t)cfg->text.layers, sizeof(gblock));
@@ -738,17 +775,14 @@ sl_status clip_gpu_open(int dev, int bf16, const sl_clip_config *cfg, const clip
         }
     }
     if ((st = gpu_malloc(g, &g->lt_ws, LT_WORKSPACE_BYTES, "the cuBLASLt workspace"))) goto fail;
-    if ((st = upload_weights(g, w))) goto fail;
+    st = upload_weights(g, w);
+    g->r_pos_host = NULL; // the caller's; not kept
+    if (st) goto fail;
 
     // Chunk bounds and the activation workspace.
     {
-        const size_t T = (size_t)P + 1, S = (size_t)cfg->image_size;
-        size_t ni = CLIP_GPU_MAX_IMAGES;
-        if (CLIP_GPU_MAX_ROWS / T < ni) ni = CLIP_GPU_MAX_ROWS / T;
-        const size_t per_image = mul3(3, mul2(S, S), sizeof(float));
-        if (CLIP_GPU_MAX_PIXEL_BYTES / per_image < ni) ni = CLIP_GPU_MAX_PIXEL_BYTES / per_image;
-        if (ni < 1) ni = 1;
-        g->img_chunk = (int)ni;
+        g->img_chunk = chunk_images(cfg->image_size, cfg->patch_size);
+        if (g->reg_side) g->reg_chunk = chunk_images(g->reg_side, cfg->patch_size);
         g->rows_cap = CLIP_GPU_MAX_ROWS; // >= context_length (checked above)
         g->seqs_cap = CLIP_GPU_MAX_SEQS;
         sizes z;
@@ -872,13 +906,16 @@ static sl_status chunk_sync(clip_gpu *g, const char *tower) {
     return SL_OK;
 }
 
-// One chunk of m images: h_out gets out [m, D] then (patches) every row
-// [m*T, D] (FINAL) or every row of the value path [m*T, D] (VALUE).
-static sl_status images_chunk(clip_gpu *g, const float *pixels, int m, float *out, float *patches) {
+// One chunk of m images [m, 3, S, S] with position table pos [(S/p)^2 + 1,
+// W] (device): h_out gets out [m, D] then (patches) every row [m*T, D]
+// (FINAL) or every row of the value path [m*T, D] (VALUE). out NULL: the
+// pooled embeddings are not wanted (the region pass; patches then required).
+static sl_status images_chunk(clip_gpu *g, const float *pixels, int m, int S, const float *pos,
+                              float *out, float *patches) {
     const sl_clip_config *c = &g->cfg;
     const sl_tower_config *tc = &c->vision;
-    const int W = tc->width, D = c->embed_dim, p = c->patch_size, S = c->image_size;
-    const int P = sl_clip_num_patches(c), T = P + 1, R = m * T, kk = patch_k_padded(p);
+    const int W = tc->width, D = c->embed_dim, p = c->patch_size, gs = S / p;
+    const int P = gs * gs, T = P + 1, R = m * T, kk = patch_k_padded(p);
     const int bf = g->bf16;
     const size_t px = (size_t)m * 3 * (size_t)S * (size_t)S;
     int32_t *hi = g->h_ints;
@@ -899,8 +936,7 @@ static sl_status images_chunk(clip_gpu *g, const float *pixels, int m, float *ou
     KCHECK(sl_cu_im2col(g->hid, kk, bf, g->pix, m, 3, S, p, g->stream), "im2col kernel");
     float *conv = (float *)g->qkv;
     TRY(mm(g, conv, 1, W, g->hid, kk, g->patch_w, NULL, 0, m * P, W, kk, 0));
-    KCHECK(sl_cu_vision_embed(g->x, conv, g->cls, g->v_pos, m, P, W, g->stream),
-           "embedding kernel");
+    KCHECK(sl_cu_vision_embed(g->x, conv, g->cls, pos, m, P, W, g->stream), "embedding kernel");
     KCHECK(sl_cu_layernorm(g->x, 0, g->x, NULL, g->pre_w, g->pre_b, R, W, tc->ln_eps, g->stream),
            "layernorm kernel");
     const int value = patches && g->patch_value;
@@ -910,13 +946,15 @@ static sl_status images_chunk(clip_gpu *g, const float *pixels, int m, float *ou
     const size_t DD = (size_t)D;
     if (pooled_only) {
         // out [m, D] = LN_post(xc += pending) . proj
-        KCHECK(sl_cu_layernorm(g->lnc, bf, g->xc, pending, g->post_w, g->post_b, m, W, tc->ln_eps,
-                               g->stream),
-               "layernorm kernel");
-        TRY(mm(g, g->outc, 1, D, g->lnc, W, g->v_proj, NULL, 0, m, D, W, 0));
-        KCHECK(cudaMemcpyAsync(g->h_out, g->outc, sizeof(float) * (size_t)m * DD,
-                               cudaMemcpyDeviceToHost, g->stream),
-               "copy embeddings to host");
+        if (out) {
+            KCHECK(sl_cu_layernorm(g->lnc, bf, g->xc, pending, g->post_w, g->post_b, m, W,
+                                   tc->ln_eps, g->stream),
+                   "layernorm kernel");
+            TRY(mm(g, g->outc, 1, D, g->lnc, W, g->v_proj, NULL, 0, m, D, W, 0));
+            KCHECK(cudaMemcpyAsync(g->h_out, g->outc, sizeof(float) * (size_t)m * DD,
+                                   cudaMemcpyDeviceToHost, g->stream),
+                   "copy embeddings to host");
+        }
         if (value) {
             // Value path of the last block: x = V . Wo^T (V = the last third
             // of its qkv, still in place), LN_post(x += bo), projection.
@@ -934,7 +972,7 @@ static sl_status images_chunk(clip_gpu *g, const float *pixels, int m, float *ou
                    "copy patch embeddings to host");
         }
         TRY(chunk_sync(g, "image"));
-        memcpy(out, g->h_out, sizeof(float) * (size_t)m * DD);
+        if (out) memcpy(out, g->h_out, sizeof(float) * (size_t)m * DD);
         if (value)
             for (int b = 0; b < m; b++)
                 memcpy(patches + (size_t)b * P * DD,
@@ -953,7 +991,7 @@ static sl_status images_chunk(clip_gpu *g, const float *pixels, int m, float *ou
     TRY(chunk_sync(g, "image"));
     for (int b = 0; b < m; b++) {
         const float *rows = g->h_out + (size_t)b * T * DD;
-        memcpy(out + (size_t)b * DD, rows, sizeof(float) * DD);
+        if (out) memcpy(out + (size_t)b * DD, rows, sizeof(float) * DD);
         memcpy(patches + (size_t)b * P * DD, rows + DD, sizeof(float) * (size_t)P * DD);
     }
     return SL_OK;
@@ -974,10 +1012,36 @@ sl_status clip_gpu_forward_images(clip_gpu *g, const float *pixels, int n, float
     if (st) return st;
     for (int i = 0; i < n && !st; i += g->img_chunk) {
         const int m = n - i < g->img_chunk ? n - i : g->img_chunk;
-        st = images_chunk(g, pixels + (size_t)i * per_image, m, out + (size_t)i * D,
-                          patches ? patches + (size_t)i * P * D : NULL);
+        st = images_chunk(g, pixels + (size_t)i * per_image, m, c->image_size, g->v_pos,
+                          out + (size_t)i * D, patches ? patches + (size_t)i * P * D : NULL);
     }
     if (st) cudaStreamSynchronize(g->stream); // leave nothing in flight on the buffers
+    dev_leave(&d);
+    return st;
+}
+
+sl_status clip_gpu_forward_regions(clip_gpu *g, const float *pixels, int n, float *patches) {
+    if (!g) return sl_set_error(SL_ERR_INVALID, "clip_gpu_forward_regions: no GPU model");
+    if (!g->reg_side)
+        return sl_set_error(SL_ERR_INVALID,
+                            "cuda:%d: %s: forward regions: opened without a region size other "
+                            "than the image size (or without its position table)",
+                            g->dev, g->path);
+    if (n < 0 || (n > 0 && (!pixels || !patches)))
+        return sl_set_error(SL_ERR_INVALID, "cuda:%d: forward regions: bad arguments (n %d)",
+                            g->dev, n);
+    if (n == 0) return SL_OK;
+    const size_t Sr = (size_t)g->reg_side, D = (size_t)g->cfg.embed_dim;
+    const size_t gr = Sr / (size_t)g->cfg.patch_size, Pr = gr * gr, per_image = 3 * Sr * Sr;
+    dev_guard d;
+    sl_status st = dev_enter(g->dev, &d);
+    if (st) return st;
+    for (int i = 0; i < n && !st; i += g->reg_chunk) {
+        const int m = n - i < g->reg_chunk ? n - i : g->reg_chunk;
+        st = images_chunk(g, pixels + (size_t)i * per_image, m, g->reg_side, g->r_pos, NULL,
+                          patches + (size_t)i * Pr * D);
+    }
+    if (st) cudaStreamSynchronize(g->stream);
     dev_leave(&d);
     return st;
 }

@@ -47,13 +47,22 @@ extern "C" {
 
 typedef struct clip_gpu clip_gpu;
 
-/* Upload the weights of cfg/w to CUDA device `dev` as BF16 (bf16=1) or F32
+/* Region pass: when cfg->region_size (0 = image_size) differs from
+ * cfg->image_size and region_pos is given (the interpolated position table
+ * [(region_size/p)^2 + 1, vision.width], e.g. enc->region_pos; read only
+ * during the call), it is uploaded too and the workspace is sized for
+ * chunks at that side as well; clip_gpu_forward_regions is then usable.
+ * region_pos NULL: no region pass (cfg->region_size ignored). A region
+ * size that is not a multiple of patch_size (or above 4096) with region_pos
+ * given is SL_ERR_INVALID.
+ *
+ * Upload the weights of cfg/w to CUDA device `dev` as BF16 (bf16=1) or F32
  * (bf16=0: the exact path for parity), create stream, cuBLAS(Lt) handle,
  * workspace. `path` names the model in messages. SL_ERR_UNSUPPORTED when no
  * CUDA build or no such device (message names cuda:N and how many devices
  * exist), SL_ERR_EXTERNAL with the CUDA/cuBLAS message otherwise. */
 sl_status clip_gpu_open(int dev, int bf16, const sl_clip_config *cfg, const clip_weights *w,
-                        const char *path, clip_gpu **out);
+                        const float *region_pos, const char *path, clip_gpu **out);
 void clip_gpu_free(clip_gpu *g);
 
 /* Same contract as clip_forward_images / clip_forward_texts in
@@ -64,6 +73,14 @@ sl_status clip_gpu_forward_images(clip_gpu *g, const float *pixels, int n, float
                                   float *patches);
 sl_status clip_gpu_forward_texts(clip_gpu *g, const int32_t *tokens, int n, float *out,
                                  float *tokens_out);
+
+/* The region pass's patch embeddings: pixels [n, 3, R, R] (host, already
+ * resized to R = the region size given at open) -> patches [n, (R/p)^2, D]
+ * (host, not normalised), the patch path of clip_gpu_forward_images at side
+ * R with the region position table (VALUE or FINAL as opened); the pooled
+ * embeddings are not computed or returned. Any n (chunked internally).
+ * SL_ERR_INVALID when opened without a region pass. */
+sl_status clip_gpu_forward_regions(clip_gpu *g, const float *pixels, int n, float *patches);
 
 #ifdef __cplusplus
 }

@@ -13,8 +13,9 @@ static sl_status no_cuda(int dev, const char *path) {
 }
 
 sl_status clip_gpu_open(int dev, int bf16, const sl_clip_config *cfg, const clip_weights *w,
-                        const char *path, clip_gpu **out) {
+                        const float *region_pos, const char *path, clip_gpu **out) {
     (void)bf16;
+    (void)region_pos;
     (void)cfg;
     (void)w;
     if (out) *out = NULL;
@@ -42,5 +43,13 @@ sl_status clip_gpu_forward_texts(clip_gpu *g, const int32_t *tokens, int n, floa
     (void)n;
     (void)out;
     (void)tokens_out;
+    return no_cuda(0, NULL);
+}
+
+sl_status clip_gpu_forward_regions(clip_gpu *g, const float *pixels, int n, float *patches) {
+    (void)g;
+    (void)pixels;
+    (void)n;
+    (void)patches;
     return no_cuda(0, NULL);
 }

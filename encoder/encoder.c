@@ -155,9 +155,11 @@ sl_status sl_encoder_open(const char *path, const sl_encoder_opts *opts, sl_enco
     int cuda = -1, bf16 = 1;
     if ((st = sl_device_parse(opts ? opts->device : NULL, &cuda, &bf16))) goto fail;
     if (cuda >= 0) {
-        sl_clip_config gc = enc->cfg; /* with the resolved patch tokens */
+        sl_clip_config gc = enc->cfg; /* with the resolved patch tokens and region size */
         gc.patch_tokens = enc->patch_tokens;
-        if ((st = clip_gpu_open(cuda, bf16, &gc, &enc->w, enc->path, &enc->gpu))) goto fail;
+        gc.region_size = enc->region_size;
+        if ((st = clip_gpu_open(cuda, bf16, &gc, &enc->w, enc->region_pos, enc->path, &enc->gpu)))
+            goto fail;
         enc->cuda_device = cuda;
     }
     if (opts && opts->threads > 0) {
@@ -236,7 +238,8 @@ size_t sl_encoder_workspace_bytes(const sl_encoder *enc) {
 /* ------------------------------------------------------------------------ */
 
 /* The patch tokens of n images pixels [n, 3, S, S] from the input resized
- * to the region size (on the CPU, also for a GPU encoder). */
+ * to the region size (the resize on the CPU; the forward on the GPU when the
+ * encoder has one). */
 static sl_status region_pass(sl_encoder *enc, const float *pixels, size_t n, float *patches) {
     const sl_clip_config *c = &enc->cfg;
     const size_t S = (size_t)c->image_size, D = (size_t)c->embed_dim, Sr = (size_t)enc->region_size;
@@ -244,6 +247,13 @@ static sl_status region_pass(sl_encoder *enc, const float *pixels, size_t n, flo
     if (n == 0) return SL_OK;
     size_t chunk = CHUNK_ROWS / (Pr + 1);
     if (chunk < 1) chunk = 1;
+    if (enc->gpu) { /* one device chunk per call (clip_gpu.h's bounds) */
+        chunk = CLIP_GPU_MAX_ROWS / (Pr + 1);
+        if (chunk > CLIP_GPU_MAX_IMAGES) chunk = CLIP_GPU_MAX_IMAGES;
+        if (chunk > CLIP_GPU_MAX_PIXEL_BYTES / (3 * Sr * Sr * sizeof(float)))
+            chunk = CLIP_GPU_MAX_PIXEL_BYTES / (3 * Sr * Sr * sizeof(float));
+        if (chunk < 1) chunk = 1;
+    }
     if (chunk > n) chunk = n;
     const size_t need = chunk * 3 * Sr * Sr;
     if (need > enc->region_pix_floats) {
@@ -252,16 +262,19 @@ static sl_status region_pass(sl_encoder *enc, const float *pixels, size_t n, flo
         enc->region_pix = np;
         enc->region_pix_floats = need;
     }
-    float *pooled = malloc(chunk * D * sizeof(float)); /* computed, not wanted */
-    if (!pooled) return sl_set_error(SL_ERR_NOMEM, "out of memory for the region pass");
+    float *pooled = NULL; /* computed, not wanted (CPU only) */
+    if (!enc->gpu && !(pooled = malloc(chunk * D * sizeof(float))))
+        return sl_set_error(SL_ERR_NOMEM, "out of memory for the region pass");
     sl_status st = SL_OK;
     for (size_t i = 0; i < n && !st; i += chunk) {
         size_t m = n - i < chunk ? n - i : chunk;
         for (size_t b = 0; b < m; b++)
             clip_resize_bicubic(pixels + (i + b) * 3 * S * S, (int)S,
                                 enc->region_pix + b * 3 * Sr * Sr, (int)Sr, 3, 1);
-        st = clip_forward_images(enc, enc->region_pix, (int)m, (int)Sr, enc->region_pos, pooled,
-                                 patches + i * Pr * D);
+        st = enc->gpu
+                 ? clip_gpu_forward_regions(enc->gpu, enc->region_pix, (int)m, patches + i * Pr * D)
+                 : clip_forward_images(enc, enc->region_pix, (int)m, (int)Sr, enc->region_pos,
+                                       pooled, patches + i * Pr * D);
     }
     free(pooled);
     return st;

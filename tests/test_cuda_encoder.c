@@ -276,7 +276,7 @@ static void check_images(sl_encoder *enc, const spec *s, int bf16, const size_t 
         sl_clip_config cfg = *c;
         cfg.patch_tokens = mode == 2 ? SL_PATCH_TOKENS_FINAL : SL_PATCH_TOKENS_VALUE;
         clip_gpu *g = NULL;
-        sl_status st = clip_gpu_open(0, bf16, &cfg, &enc->w, enc->path, &g);
+        sl_status st = clip_gpu_open(0, bf16, &cfg, &enc->w, NULL, enc->path, &g);
         CHECK_MSG(st == SL_OK, "%s: clip_gpu_open: %s", s->name, sl_last_error());
         if (st) return;
         const sl_patch_tokens keep = enc->patch_tokens;
@@ -311,7 +311,7 @@ static void check_texts(sl_encoder *enc, const spec *s, int bf16, const size_t *
     const sl_clip_config *c = &enc->cfg;
     const size_t D = (size_t)c->embed_dim, ctx = (size_t)c->context_length;
     clip_gpu *g = NULL;
-    sl_status st = clip_gpu_open(0, bf16, c, &enc->w, enc->path, &g);
+    sl_status st = clip_gpu_open(0, bf16, c, &enc->w, NULL, enc->path, &g);
     CHECK_MSG(st == SL_OK, "%s: clip_gpu_open: %s", s->name, sl_last_error());
     if (st) return;
     for (int k = 0; k < nn; k++) {
@@ -345,6 +345,46 @@ static void check_texts(sl_encoder *enc, const spec *s, int bf16, const size_t *
     clip_gpu_free(g);
 }
 
+/* Region pass (region_size = image_size + 2 patches): patch tokens of an
+ * encoder on the CPU vs one on the GPU (sl_encoder_encode_images, so the
+ * resize and clip_gpu_forward_regions), VALUE and FINAL, for counts in ns. */
+static void check_regions(const char *dir, const spec *s, int bf16, const size_t *ns, int nn) {
+    for (int mode = 0; mode < 2; mode++) {
+        sl_encoder_opts o;
+        memset(&o, 0, sizeof o);
+        o.region_size = s->img + 2 * s->patch;
+        o.patch_tokens = mode ? SL_PATCH_TOKENS_FINAL : SL_PATCH_TOKENS_VALUE;
+        sl_encoder *ec = NULL, *eg = NULL;
+        CHECK_OK(sl_encoder_open(dir, &o, &ec));
+        o.device = bf16 ? "cuda" : "cuda-f32";
+        CHECK_OK(sl_encoder_open(dir, &o, &eg));
+        if (ec && eg) {
+            CHECK(sl_encoder_cuda_device(eg) == 0);
+            const int gr = (s->img + 2 * s->patch) / s->patch;
+            CHECK(sl_encoder_num_patches(eg) == gr * gr);
+            const size_t D = (size_t)ec->cfg.embed_dim, Pr = (size_t)gr * (size_t)gr;
+            for (int k = 0; k < nn; k++) {
+                const size_t n = ns[k];
+                float *pix = random_pixels(n, s->img);
+                float *oc = falloc(n * D), *og = falloc(n * D);
+                float *pc = falloc(n * Pr * D), *pg = falloc(n * Pr * D);
+                CHECK_OK(sl_encoder_encode_images(ec, pix, n, oc, pc, 0));
+                CHECK_OK(sl_encoder_encode_images(eg, pix, n, og, pg, 0));
+                expect_close("region pooled", s, bf16, n, og, oc, n * D);
+                expect_close(mode ? "  region final patches" : "  region value patches", s, bf16, n,
+                             pg, pc, n * Pr * D);
+                free(pix);
+                free(oc);
+                free(og);
+                free(pc);
+                free(pg);
+            }
+        }
+        sl_encoder_free(ec);
+        sl_encoder_free(eg);
+    }
+}
+
 static void run_spec(const char *tmp, const spec *s) {
     const char *dir = make_model(tmp, s);
     sl_encoder *enc = NULL;
@@ -360,9 +400,15 @@ static void run_spec(const char *tmp, const spec *s) {
     /* texts: more than CLIP_GPU_MAX_SEQS sequences, and (tokens_out) more
        than CLIP_GPU_MAX_ROWS rows */
     const size_t txt_ns[] = {1, 9, CLIP_GPU_MAX_SEQS + 76};
+    /* the region pass's device chunk (region side image_size + 2 patches) */
+    const size_t gr = (size_t)(s->img / s->patch + 2), Tr = gr * gr + 1;
+    size_t rchunk = CLIP_GPU_MAX_IMAGES;
+    if (CLIP_GPU_MAX_ROWS / Tr < rchunk) rchunk = CLIP_GPU_MAX_ROWS / Tr;
+    const size_t reg_ns[] = {1, 5, rchunk + 2};
     for (int bf16 = 0; bf16 < 2; bf16++) {
         check_images(enc, s, bf16, img_ns, 3);
         check_texts(enc, s, bf16, txt_ns, 3);
+        check_regions(dir, s, bf16, reg_ns, 3);
     }
     sl_encoder_free(enc);
 }
@@ -379,11 +425,11 @@ int main(void) {
             clip_gpu *g = (clip_gpu *)(uintptr_t)1; /* must come back NULL */
             char want[32];
             snprintf(want, sizeof want, "cuda:%d", count);
-            CHECK_ERR(clip_gpu_open(count, 1, &enc->cfg, &enc->w, enc->path, &g),
+            CHECK_ERR(clip_gpu_open(count, 1, &enc->cfg, &enc->w, NULL, enc->path, &g),
                       SL_ERR_UNSUPPORTED, want);
             CHECK(g == NULL);
-            CHECK_ERR(clip_gpu_open(-1, 1, &enc->cfg, &enc->w, enc->path, &g), SL_ERR_UNSUPPORTED,
-                      "cuda:-1");
+            CHECK_ERR(clip_gpu_open(-1, 1, &enc->cfg, &enc->w, NULL, enc->path, &g),
+                      SL_ERR_UNSUPPORTED, "cuda:-1");
             clip_gpu_free(NULL);
         }
         sl_encoder_free(enc);
