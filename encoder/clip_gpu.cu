@@ -30,6 +30,7 @@
 
 #include "encoder/clip_gpu.h"
 #include "kernels/cuda/transformer.cuh"
+#include "kernels/kernels.h"
 #include "sightline/sightline.h"
 
 #include <cublasLt.h>
@@ -696,11 +697,8 @@ sl_status clip_gpu_open(int dev, int bf16, const sl_clip_config *cfg, const clip
     if (!cfg || !w || !out)
         return sl_set_error(SL_ERR_INVALID, "clip_gpu_open: cfg, weights and out are required");
     if (!path) path = "(model)";
-    const int count = sl_cuda_device_count();
-    if (dev < 0 || dev >= count)
-        return sl_set_error(SL_ERR_UNSUPPORTED,
-                            "cuda:%d requested for %s but %d CUDA device(s) found", dev, path,
-                            count);
+    sl_status dst = sl_cuda_check_device(dev);
+    if (dst) return sl_wrap_error(dst, "%s: ", path);
     if (!head_dim_ok(&cfg->vision) || !head_dim_ok(&cfg->text))
         return sl_set_error(
             SL_ERR_UNSUPPORTED,

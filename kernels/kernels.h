@@ -25,6 +25,12 @@ void sl_f32_to_f16(const float *src, uint16_t *dst, size_t n);
 
 /* ---- CUDA (kernels/cuda/) ------------------------------------------------ */
 
+/* SL_OK when CUDA device `dev` exists; else SL_ERR_UNSUPPORTED with
+ * "cuda:N requested but K CUDA device(s) found" (or, in a build without
+ * CUDA, that the build has none). The one check every CUDA entry point
+ * starts with. */
+sl_status sl_cuda_check_device(int dev);
+
 /* Same as sl_cpu_l2_normalize_rows on device `dev`, for host data x [n, d]
  * (copied in and back). SL_ERR_UNSUPPORTED when the build has no CUDA or
  * the device is absent; SL_ERR_EXTERNAL with the CUDA message on failure. */

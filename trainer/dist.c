@@ -5,6 +5,7 @@
  * against the CUDA runtime and NCCL host APIs.
  */
 #include "trainer/dist.h"
+#include "kernels/kernels.h"
 #include "sl_build_config.h"
 
 #include <cuda_runtime.h>
@@ -194,15 +195,8 @@ sl_status sl_dist_init(const sl_dist_opts *o, sl_dist **out) {
                             pl.world, pl.source);
     }
 
-    int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess) {
-        cudaGetLastError(); /* clear the sticky "no device" error */
-        count = 0;
-    }
-    if (pl.device >= count)
-        return sl_set_error(SL_ERR_UNSUPPORTED,
-                            "dist: cuda:%d requested (rank %d of %d) but %d CUDA device(s) found",
-                            pl.device, pl.rank, pl.world, count);
+    sl_status dst = sl_cuda_check_device(pl.device);
+    if (dst) return sl_wrap_error(dst, "dist: rank %d of %d: ", pl.rank, pl.world);
     cudaError_t e = cudaSetDevice(pl.device);
     if (e != cudaSuccess) return cuda_fail(e, "set device");
 

@@ -18,6 +18,7 @@
 #include "encoder/clip_internal.h"
 #include "kernels/cuda/train_ops.h"
 #include "kernels/cuda/transformer.cuh"
+#include "kernels/kernels.h"
 #include "sightline/sightline.h"
 
 #include <cublas_v2.h>
@@ -344,15 +345,7 @@ static sl_status create(sl_gpu_model *g, const sl_train_model *cpu) {
 }
 
 extern "C" sl_status sl_gpu_model_probe(int dev) {
-    int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess) {
-        cudaGetLastError();
-        count = 0;
-    }
-    if (dev < 0 || dev >= count)
-        return sl_set_error(SL_ERR_UNSUPPORTED, "cuda:%d requested but %d CUDA device(s) found",
-                            dev, count);
-    return SL_OK;
+    return sl_cuda_check_device(dev);
 }
 
 extern "C" sl_status sl_gpu_model_create(int dev, const sl_train_model *cpu, int max_batch,

@@ -41,18 +41,22 @@ __global__ void l2_normalize_rows_kernel(float *x, size_t d) {
     for (size_t j = threadIdx.x; j < d; j += blockDim.x) row[j] *= inv;
 }
 
-extern "C" sl_status sl_cuda_l2_normalize_rows(int dev, float *x, size_t n, size_t d) {
-    int count = sl_cuda_device_count();
+extern "C" sl_status sl_cuda_check_device(int dev) {
+    const int count = sl_cuda_device_count();
     if (dev < 0 || dev >= count)
         return sl_set_error(SL_ERR_UNSUPPORTED, "cuda:%d requested but %d CUDA device(s) found",
                             dev, count);
-    if (n == 0 || d == 0) return SL_OK;
+    return SL_OK;
+}
+
+extern "C" sl_status sl_cuda_l2_normalize_rows(int dev, float *x, size_t n, size_t d) {
+    sl_status st = sl_cuda_check_device(dev);
+    if (st || n == 0 || d == 0) return st;
     cudaError_t e = cudaSetDevice(dev);
     if (e != cudaSuccess) return cuda_fail(e, "set device");
     size_t bytes = n * d * sizeof(float);
     float *dx = nullptr;
     if ((e = cudaMalloc(&dx, bytes)) != cudaSuccess) return cuda_fail(e, "malloc");
-    sl_status st = SL_OK;
     if ((e = cudaMemcpy(dx, x, bytes, cudaMemcpyHostToDevice)) != cudaSuccess) {
         st = cuda_fail(e, "copy to device");
     } else {

@@ -367,14 +367,6 @@ sl_status cublas_fail(cublasStatus_t s, const char *what) {
                         cublasGetStatusString(s), (int)s);
 }
 
-sl_status check_device(int dev) {
-    const int count = sl_cuda_device_count();
-    if (dev < 0 || dev >= count)
-        return sl_set_error(SL_ERR_UNSUPPORTED, "cuda:%d requested but %d CUDA device(s) found",
-                            dev, count);
-    return SL_OK;
-}
-
 double ms_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -574,7 +566,7 @@ extern "C" sl_status sl_cuda_topk(int dev, const float *q, size_t nq, const floa
                                   size_t d, size_t k, float *scores, int64_t *ids) {
     const auto t_start = std::chrono::steady_clock::now();
     g_stats = sl_cuda_search_stats{};
-    sl_status st = check_device(dev);
+    sl_status st = sl_cuda_check_device(dev);
     if (st) return st;
     if (k == 0) return sl_set_error(SL_ERR_INVALID, "sl_cuda_topk: k must be positive");
     if (k > (size_t)TK_MAXK)
@@ -699,7 +691,7 @@ extern "C" sl_status sl_cuda_retrieval_ranks(int dev, const float *img, size_t n
                                              int64_t *t2i_rank) {
     const auto t_start = std::chrono::steady_clock::now();
     g_stats = sl_cuda_search_stats{};
-    sl_status st = check_device(dev);
+    sl_status st = sl_cuda_check_device(dev);
     if (st) return st;
     if (n_images > (size_t)INT32_MAX || n_texts > (size_t)INT32_MAX || d > (size_t)INT32_MAX)
         return sl_set_error(SL_ERR_LIMIT, "retrieval: %zu images x %zu texts x %zu is too large",

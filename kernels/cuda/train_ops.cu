@@ -10,6 +10,7 @@
 #include "kernels/cuda/train_ops.h"
 
 #include "kernels/cpu/loss.h" // SL_LOSS_MAX_LOG_SCALE
+#include "kernels/kernels.h"
 
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -59,18 +60,11 @@ static sl_status blas_fail(const sl_cu_train *ctx, cublasStatus_t s, const char 
 
 extern "C" sl_status sl_cu_train_create(int dev, void *stream, sl_cu_train **out) {
     *out = NULL;
-    int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess) {
-        cudaGetLastError();
-        count = 0;
-    }
-    if (dev < 0 || dev >= count)
-        return sl_set_error(SL_ERR_UNSUPPORTED, "cuda:%d requested but %d CUDA device(s) found",
-                            dev, count);
+    sl_status st = sl_cuda_check_device(dev);
+    if (st) return st;
     sl_cu_train *c = (sl_cu_train *)calloc(1, sizeof *c);
     if (!c) return sl_set_error(SL_ERR_NOMEM, "out of memory (CUDA training context)");
     c->dev = dev;
-    sl_status st = SL_OK;
     cudaError_t e;
     cublasStatus_t b;
     if ((e = cudaSetDevice(dev)) != cudaSuccess) {
