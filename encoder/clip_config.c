@@ -216,16 +216,13 @@ sl_status clip_config_read_hf(const char *path, sl_clip_config *cfg) {
     if ((st = get_int(root, "region_size", 1, 4096, &cfg->region_size, path, ""))) goto done;
     json_t *pt = json_object_get(root, "patch_tokens");
     if (pt && !json_is_null(pt)) {
-        const char *v = json_is_string(pt) ? json_string_value(pt) : "";
-        if (!strcmp(v, "value"))
-            cfg->patch_tokens = SL_PATCH_TOKENS_VALUE;
-        else if (!strcmp(v, "final"))
-            cfg->patch_tokens = SL_PATCH_TOKENS_FINAL;
-        else {
+        sl_patch_tokens kind;
+        if (sl_patch_tokens_parse(json_is_string(pt) ? json_string_value(pt) : "", &kind)) {
             st = sl_set_error(SL_ERR_FORMAT, "%s: patch_tokens: expected \"value\" or \"final\"",
                               path);
             goto done;
         }
+        cfg->patch_tokens = kind;
     }
     cfg->logit_scale = ls;
     cfg->eos_token_id = eos;

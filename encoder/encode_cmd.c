@@ -460,12 +460,7 @@ int sl_cmd_encode(int argc, char **argv) {
                 if (sl_parse_int_arg(optarg, 1, 4096, &region_size)) goto bad_value;
                 break;
             case O_PATCH_TOKENS:
-                if (!strcmp(optarg, "value"))
-                    patch_tokens = SL_PATCH_TOKENS_VALUE;
-                else if (!strcmp(optarg, "final"))
-                    patch_tokens = SL_PATCH_TOKENS_FINAL;
-                else
-                    goto bad_value;
+                if (sl_patch_tokens_parse(optarg, &patch_tokens)) goto bad_value;
                 break;
             case O_DEVICE:
                 if (sl_device_parse(optarg, &cuda, &bf16)) {

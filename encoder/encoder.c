@@ -175,6 +175,17 @@ fail:
     return st;
 }
 
+sl_status sl_patch_tokens_parse(const char *name, sl_patch_tokens *out) {
+    if (name && !strcmp(name, "value"))
+        *out = SL_PATCH_TOKENS_VALUE;
+    else if (name && !strcmp(name, "final"))
+        *out = SL_PATCH_TOKENS_FINAL;
+    else
+        return sl_set_error(SL_ERR_INVALID, "unknown patch tokens '%s' (expected value or final)",
+                            name ? name : "(null)");
+    return SL_OK;
+}
+
 sl_status sl_device_parse(const char *name, int *cuda, int *bf16) {
     *cuda = -1;
     *bf16 = 1;

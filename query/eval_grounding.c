@@ -722,16 +722,17 @@ static int parse_args(int argc, char **argv, ev_args *a) {
                 a->region_size = (int)v;
                 break;
             case O_PATCH_TOKENS:
-                if (!strcmp(optarg, "value"))
-                    a->patch_tokens = SL_PATCH_TOKENS_VALUE;
-                else if (!strcmp(optarg, "final"))
-                    a->patch_tokens = SL_PATCH_TOKENS_FINAL;
-                else
-                    goto bad_value;
+                if (sl_patch_tokens_parse(optarg, &a->patch_tokens)) goto bad_value;
                 break;
-            case O_DEVICE:
+            case O_DEVICE: {
+                int cuda, bf16;
+                if (sl_device_parse(optarg, &cuda, &bf16)) {
+                    fprintf(stderr, "sightline eval grounding: %s\n", sl_last_error());
+                    return SL_EXIT_USAGE;
+                }
                 a->device = optarg;
                 break;
+            }
             case O_REL: {
                 char *end;
                 a->rel = strtod(optarg, &end);

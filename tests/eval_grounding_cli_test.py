@@ -400,5 +400,10 @@ run("eval", "grounding", "--model", model, "--refcoco", ref, "--entities", ent, 
     rc=2)
 run("eval", "grounding", "--model", model, "--refcoco", ref, "--images", imgdir, "--rel", "2",
     rc=2)
+p = run("eval", "grounding", "--model", model, "--refcoco", ref, "--images", imgdir, "--device",
+        "bogus", rc=2)
+check("bogus" in p.stderr, f"--device bogus not named: {p.stderr!r}")
+run("eval", "grounding", "--model", model, "--refcoco", ref, "--images", imgdir,
+    "--patch-tokens", "mean", rc=2)
 
 sys.exit(cli_harness.finish("eval_grounding_cli"))

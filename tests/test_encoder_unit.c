@@ -240,6 +240,12 @@ static void test_valid_hf(const char *tmp) {
         CHECK(cuda == 3 && bf16 == 1);
         CHECK_OK(sl_device_parse("cuda-f32:1", &cuda, &bf16));
         CHECK(cuda == 1 && bf16 == 0);
+        sl_patch_tokens pk;
+        CHECK_OK(sl_patch_tokens_parse("value", &pk));
+        CHECK(pk == SL_PATCH_TOKENS_VALUE);
+        CHECK_OK(sl_patch_tokens_parse("final", &pk));
+        CHECK(pk == SL_PATCH_TOKENS_FINAL);
+        CHECK_ERR(sl_patch_tokens_parse("mean", &pk), SL_ERR_INVALID, "mean");
         const char *bad[] = {"gpu", "cuda:", "cuda:x", "cuda:-1", "cuda:1x", "cuda0", ""};
         for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
             CHECK_ERR(sl_device_parse(bad[i], &cuda, &bf16), SL_ERR_INVALID, "unknown device");

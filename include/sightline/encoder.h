@@ -93,6 +93,10 @@ typedef struct sl_encoder_opts {
                                      "cuda-f32[:N]": the same in F32 (for parity checks) */
 } sl_encoder_opts;
 
+/* "value" -> SL_PATCH_TOKENS_VALUE, "final" -> SL_PATCH_TOKENS_FINAL;
+ * SL_ERR_INVALID naming the text otherwise. */
+sl_status sl_patch_tokens_parse(const char *name, sl_patch_tokens *out);
+
 /* Parse a device name as sl_encoder_opts.device takes it: *cuda = -1 for
  * the CPU, else the CUDA device index; *bf16 = 1 unless "cuda-f32".
  * SL_ERR_INVALID naming the text otherwise. */
