@@ -595,27 +595,32 @@ static void head_forward(sl_train_tower_acts *ta, const sl_train_block *w,
     sl_op_l2_normalize_forward(ta->emb, ta->norm, ta->feat, B, D);
 }
 
-sl_status sl_train_model_forward(sl_train_model *m, const float *pixels, const int32_t *tokens,
-                                 int B, float *loss) {
-    if (!m || !pixels || !tokens)
-        return sl_set_error(SL_ERR_INVALID, "train forward: NULL argument");
-    if (B < 1 || B > m->max_batch)
-        return sl_set_error(SL_ERR_INVALID, "train forward: batch %d outside [1, %d]", B,
-                            m->max_batch);
-    const sl_clip_config *c = &m->cfg;
+sl_status sl_train_check_batch(const sl_clip_config *c, int max_batch, const int32_t *tokens, int B,
+                               const char *what) {
+    if (B < 1 || B > max_batch)
+        return sl_set_error(SL_ERR_INVALID, "%s: batch %d outside [1, %d]", what, B, max_batch);
     const int ctx = c->context_length, V = c->vocab_size;
     for (int s = 0; s < B; s++)
         for (int t = 0; t < ctx; t++) {
             int32_t id = tokens[(size_t)s * ctx + t];
             if (id < 0 || id >= V)
                 return sl_set_error(SL_ERR_INVALID,
-                                    "train forward: token id %d at row %d position %d outside "
-                                    "[0, %d)",
+                                    "%s: token id %d at row %d position %d outside [0, %d)", what,
                                     (int)id, s, t, V);
         }
-    const int P = sl_clip_num_patches(c), Tv = P + 1, maxlen = Tv > ctx ? Tv : ctx;
-    sl_status st = att_scratch(m, maxlen);
+    return SL_OK;
+}
+
+sl_status sl_train_model_forward(sl_train_model *m, const float *pixels, const int32_t *tokens,
+                                 int B, float *loss) {
+    if (!m || !pixels || !tokens)
+        return sl_set_error(SL_ERR_INVALID, "train forward: NULL argument");
+    sl_status st = sl_train_check_batch(&m->cfg, m->max_batch, tokens, B, "train forward");
     if (st) return st;
+    const sl_clip_config *c = &m->cfg;
+    const int ctx = c->context_length;
+    const int P = sl_clip_num_patches(c), Tv = P + 1, maxlen = Tv > ctx ? Tv : ctx;
+    if ((st = att_scratch(m, maxlen))) return st;
     m->batch = 0;
     sl_train_acts *a = &m->acts;
     const sl_train_params *p = &m->params;

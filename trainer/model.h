@@ -195,6 +195,12 @@ sl_status sl_train_model_save(const sl_train_model *m, const char *dir);
 
 void sl_train_model_free(sl_train_model *m);
 
+/* B in [1, max_batch] and every token id of tokens [B, context_length] in
+ * [0, vocab_size); SL_ERR_INVALID naming `what`, the row and the position
+ * otherwise (the check of the CPU and GPU training steps). */
+sl_status sl_train_check_batch(const sl_clip_config *cfg, int max_batch, const int32_t *tokens,
+                               int B, const char *what);
+
 /* Carve (mem != NULL) or measure (mem NULL) every activation buffer of a
  * (per-block pointers in a->v.blocks / a->t.blocks already allocated) for
  * max_batch pairs of cfg, each buffer starting on a multiple of `align`

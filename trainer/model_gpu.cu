@@ -702,19 +702,9 @@ extern "C" sl_status sl_gpu_model_step(sl_gpu_model *g, const float *pixels, con
                                        const sl_adamw_config *cfg, double lr, double *grad_norm) {
     if (!g || !pixels || !tokens || (do_update && !cfg))
         return sl_set_error(SL_ERR_INVALID, "gpu step: NULL argument");
-    if (B < 1 || B > g->max_batch)
-        return sl_set_error(SL_ERR_INVALID, "gpu step: batch %d outside [1, %d]", B, g->max_batch);
+    sl_status bst = sl_train_check_batch(&g->cfg, g->max_batch, tokens, B, "gpu step");
+    if (bst) return bst;
     const sl_clip_config *c = &g->cfg;
-    const int ctx = c->context_length, V = c->vocab_size;
-    for (int s = 0; s < B; s++)
-        for (int t = 0; t < ctx; t++) {
-            int32_t id = tokens[(size_t)s * ctx + t];
-            if (id < 0 || id >= V)
-                return sl_set_error(SL_ERR_INVALID,
-                                    "gpu step: token id %d at row %d position %d outside "
-                                    "[0, %d)",
-                                    (int)id, s, t, V);
-        }
     CU(g, cudaSetDevice(g->dev), "set device");
     const size_t S = (size_t)c->image_size;
     TRY(upload(g, g->pixels, pixels, (size_t)B * 3 * S * S * sizeof(float)));

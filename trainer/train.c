@@ -455,8 +455,11 @@ static sl_status eval_run(sl_train_model *m, const eval_set *e, sl_retrieval_met
 
 /* ---- the run ------------------------------------------------------------ */
 
-/* The GPU's parameters, moments and step count into the CPU model and opt. */
-static sl_status gpu_pull(sl_gpu_model *g, sl_train_model *m, sl_adamw *opt) {
+/* The GPU's parameters, moments and step count into the CPU model and opt
+ * when they are newer there (*dirty), for an eval or a checkpoint. */
+static sl_status gpu_pull(sl_gpu_model *g, sl_train_model *m, sl_adamw *opt, int *dirty) {
+    if (!*dirty) return SL_OK;
+    *dirty = 0;
     return sl_gpu_model_download_state(g, m->params_mem, opt->m, opt->v, &opt->t);
 }
 
@@ -702,8 +705,7 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
         double r[6] = {-1, -1, -1, -1, -1, -1};
         if (ev.n_images && h.eval_every > 0 && (step + 1) % h.eval_every == 0) {
             sl_retrieval_metrics mt;
-            if (gpu_dirty && (st = gpu_pull(gpu, m, &opt))) break;
-            gpu_dirty = 0;
+            if ((st = gpu_pull(gpu, m, &opt, &gpu_dirty))) break;
             if ((st = eval_run(m, &ev, &mt))) break;
             r[0] = mt.i2t.r1, r[1] = mt.i2t.r5, r[2] = mt.i2t.r10;
             r[3] = mt.t2i.r1, r[4] = mt.t2i.r5, r[5] = mt.t2i.r10;
@@ -739,15 +741,11 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
         }
         int last = step + 1 == stop;
         if (last || (h.save_every > 0 && (step + 1) % h.save_every == 0)) {
-            if (gpu_dirty && (st = gpu_pull(gpu, m, &opt))) break;
-            gpu_dirty = 0;
+            if ((st = gpu_pull(gpu, m, &opt, &gpu_dirty))) break;
             st = save_checkpoint(&cc, m, &opt, step + 1, (int64_t)sl_loader_position(ld),
                                  sc[3] + (int64_t)sl_loader_skipped(ld), &h);
         }
     }
-    /* the final state on the host too (normally already there: the last
-     * step writes a checkpoint) */
-    if (!st && gpu_dirty && !(st = gpu_pull(gpu, m, &opt))) gpu_dirty = 0;
     if (res) res->skipped = (uint64_t)sc[3] + sl_loader_skipped(ld);
     if (!st && sl_loader_skipped(ld))
         SL_WARN("train: %llu samples skipped (bad images)",
