@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FULL_MASK 0xffffffffu
+#include "kernels/cuda/warp.cuh"
 
 struct sl_cu_train {
     int dev;
@@ -165,22 +165,6 @@ static sl_status scratch(sl_cu_train *ctx, size_t bytes, void **out) {
 // ---------------------------------------------------------------------------
 // Device helpers
 // ---------------------------------------------------------------------------
-
-// Sum / max over a full warp (every lane active: all launches use block
-// sizes that are multiples of 32 and keep whole warps alive through them).
-// The xor butterfly leaves the identical value in every lane.
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(FULL_MASK, v, off);
-    return v;
-}
-__device__ __forceinline__ double warp_sum_d(double v) {
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(FULL_MASK, v, off);
-    return v;
-}
-__device__ __forceinline__ float warp_max(float v) {
-    for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, off));
-    return v;
-}
 
 // Block-wide sum (blockDim.x a multiple of 32, <= 1024, every thread calls
 // it); fixed order, so deterministic. sh: 32 entries of shared memory. The

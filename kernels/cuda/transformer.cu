@@ -5,9 +5,9 @@
 
 #include "kernels/cuda/transformer.cuh"
 
-#include <cuda_bf16.h>
+#include "kernels/cuda/warp.cuh"
 
-#define FULL_MASK 0xffffffffu
+#include <cuda_bf16.h>
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -26,17 +26,6 @@ template <> __device__ __forceinline__ float from_f<float>(float v) {
 }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
     return __float2bfloat16_rn(v);
-}
-
-// Sum / max over the 32 lanes of a warp (every lane active; every launch in
-// this file uses a block size that is a multiple of 32).
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(FULL_MASK, v, off);
-    return v;
-}
-__device__ __forceinline__ float warp_max(float v) {
-    for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, off));
-    return v;
 }
 
 // Blocks for a grid-stride loop over n elements with 256 threads.
