@@ -29,6 +29,9 @@ struct sl_cu_train {
     cublasHandle_t blas;
     void *scratch;
     size_t scratch_bytes;
+    cublasHandle_t blas_bf; // BF16 tensor-core products (default math), made on first use
+    void *bf_slot[2];       // BF16 operand scratch (sl_cu_bf16_scratch)
+    size_t bf_slot_elems[2];
 };
 
 // ---------------------------------------------------------------------------
@@ -95,7 +98,10 @@ extern "C" void sl_cu_train_destroy(sl_cu_train *ctx) {
     cudaSetDevice(ctx->dev);
     if (ctx->stream) cudaStreamSynchronize(ctx->stream);
     if (ctx->blas) cublasDestroy(ctx->blas);
+    if (ctx->blas_bf) cublasDestroy(ctx->blas_bf);
     if (ctx->scratch) cudaFree(ctx->scratch);
+    for (int i = 0; i < 2; i++)
+        if (ctx->bf_slot[i]) cudaFree(ctx->bf_slot[i]);
     if (ctx->own_stream) cudaStreamDestroy(ctx->stream);
     cudaGetLastError();
     free(ctx);
@@ -412,6 +418,28 @@ extern "C" sl_status sl_cu_add_bias_backward(sl_cu_train *ctx, float *dbias, con
                   "bias backward");
 }
 
+// dpre = dout * act'(pre) with dbias += its column sums, or dbias += the
+// column sums of dout: the part of the matmul backward before the products.
+// *g is the output gradient the products take (dpre or dout).
+static sl_status matmul_backward_prelude(sl_cu_train *ctx, float *dbias, float *dpre,
+                                         const float *dout, int lddo, const float *pre, int M,
+                                         int N, sl_op_act act, const char *who, const float **g) {
+    *g = dout;
+    if (act != SL_OP_ACT_NONE) {
+        if (!dpre || !pre)
+            return sl_set_error(SL_ERR_INVALID, "%s: activation without pre / dpre", who);
+        sl_status st = colsum(ctx, CS_ACT, dbias, NULL, dpre, dout, lddo, pre, NULL, NULL, NULL, M,
+                              N, (int)act, "matmul backward (activation, dbias)");
+        if (st != SL_OK) return st;
+        *g = dpre;
+    } else if (dbias) {
+        sl_status st = colsum(ctx, CS_PLAIN, dbias, NULL, NULL, dout, lddo, NULL, NULL, NULL, NULL,
+                              M, N, 0, "matmul backward (dbias)");
+        if (st != SL_OK) return st;
+    }
+    return SL_OK;
+}
+
 // Row-major operands on column-major cuBLAS: a row-major X [r, c] with
 // leading dimension ld is the column-major X^T [c, r] with the same ld.
 extern "C" sl_status sl_cu_matmul_backward(sl_cu_train *ctx, float *din, int lddin, float *dw,
@@ -420,20 +448,10 @@ extern "C" sl_status sl_cu_matmul_backward(sl_cu_train *ctx, float *din, int ldd
                                            const float *pre, int M, int K, int N, sl_op_act act) {
     BEGIN(ctx, "sl_cu_matmul_backward");
     if (M <= 0 || N <= 0) return SL_OK;
-    const float *g = dout;
-    if (act != SL_OP_ACT_NONE) {
-        if (!dpre || !pre)
-            return sl_set_error(SL_ERR_INVALID, "sl_cu_matmul_backward: activation without "
-                                                "pre / dpre");
-        sl_status st = colsum(ctx, CS_ACT, dbias, NULL, dpre, dout, lddo, pre, NULL, NULL, NULL, M,
-                              N, (int)act, "matmul backward (activation, dbias)");
-        if (st != SL_OK) return st;
-        g = dpre;
-    } else if (dbias) {
-        sl_status st = colsum(ctx, CS_PLAIN, dbias, NULL, NULL, dout, lddo, NULL, NULL, NULL, NULL,
-                              M, N, 0, "matmul backward (dbias)");
-        if (st != SL_OK) return st;
-    }
+    const float *g = NULL;
+    sl_status st = matmul_backward_prelude(ctx, dbias, dpre, dout, lddo, pre, M, N, act,
+                                           "sl_cu_matmul_backward", &g);
+    if (st != SL_OK) return st;
     const float one = 1.0f;
     cublasStatus_t s;
     if (dw && K > 0) {
@@ -453,6 +471,37 @@ extern "C" sl_status sl_cu_matmul_backward(sl_cu_train *ctx, float *din, int ldd
         if (s != CUBLAS_STATUS_SUCCESS) return blas_fail(ctx, s, "matmul backward (dX sgemm)");
     }
     return SL_OK;
+}
+
+// The products of sl_cu_matmul_backward in BF16: the output gradient and the
+// input rounded to BF16 (contiguous, scratch slots 0 and 1), the weight's
+// BF16 copy, F32 accumulation into dw / din.
+extern "C" sl_status sl_cu_matmul_backward_bf16(sl_cu_train *ctx, float *din, int lddin, float *dw,
+                                                float *dbias, float *dpre, const float *dout,
+                                                int lddo, const float *in, int ldi,
+                                                const uint16_t *w_bf16, int w_kn, const float *pre,
+                                                int M, int K, int N, sl_op_act act) {
+    BEGIN(ctx, "sl_cu_matmul_backward_bf16");
+    if (M <= 0 || N <= 0) return SL_OK;
+    const float *g = NULL;
+    sl_status st = matmul_backward_prelude(ctx, dbias, dpre, dout, lddo, pre, M, N, act,
+                                           "sl_cu_matmul_backward_bf16", &g);
+    if (st != SL_OK || K <= 0 || (!dw && !din)) return st;
+    uint16_t *gb = NULL, *inb = NULL;
+    if ((st = sl_cu_bf16_scratch(ctx, 0, (size_t)M * N, &gb))) return st;
+    if ((st = sl_cu_f32_to_bf16_2d(ctx, gb, g, M, N, lddo))) return st;
+    if (dw) {
+        if ((st = sl_cu_bf16_scratch(ctx, 1, (size_t)M * K, &inb))) return st;
+        if ((st = sl_cu_f32_to_bf16_2d(ctx, inb, in, M, K, ldi))) return st;
+        if (w_kn)
+            st = sl_cu_gemm_bf16(ctx, 0, 1, N, K, M, gb, N, inb, K, 1.0f, dw, N);
+        else
+            st = sl_cu_gemm_bf16(ctx, 0, 1, K, N, M, inb, K, gb, N, 1.0f, dw, K);
+        if (st != SL_OK) return st;
+    }
+    if (din)
+        st = sl_cu_gemm_bf16(ctx, w_kn, 0, K, M, N, w_bf16, w_kn ? N : K, gb, N, 1.0f, din, lddin);
+    return st;
 }
 
 // ---------------------------------------------------------------------------
@@ -1329,5 +1378,71 @@ extern "C" sl_status sl_cu_bf16_accumulate(sl_cu_train *ctx, float *dst, const u
     bf16_acc_kernel<<<grid_for(n, 256), 256, 0, ctx->stream>>>(dst, (const __nv_bfloat16 *)src,
                                                                scale, n);
     LAUNCHED(ctx, "bf16 accumulate");
+    return SL_OK;
+}
+
+__global__ void f32_to_bf16_2d_kernel(__nv_bfloat16 *__restrict__ dst,
+                                      const float *__restrict__ src, int rows, int cols, int ld) {
+    const size_t total = (size_t)rows * cols;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = i / (size_t)cols, c = i % (size_t)cols;
+        dst[i] = __float2bfloat16_rn(src[r * (size_t)ld + c]);
+    }
+}
+
+extern "C" sl_status sl_cu_f32_to_bf16_2d(sl_cu_train *ctx, uint16_t *dst, const float *src,
+                                          int rows, int cols, int ld) {
+    BEGIN(ctx, "sl_cu_f32_to_bf16_2d");
+    if (rows <= 0 || cols <= 0) return SL_OK;
+    if (ld < cols)
+        return sl_set_error(SL_ERR_INVALID, "sl_cu_f32_to_bf16_2d: ld %d < cols %d", ld, cols);
+    const size_t total = (size_t)rows * cols;
+    f32_to_bf16_2d_kernel<<<grid_for(total, 256), 256, 0, ctx->stream>>>((__nv_bfloat16 *)dst, src,
+                                                                         rows, cols, ld);
+    LAUNCHED(ctx, "f32 to bf16 (2d)");
+    return SL_OK;
+}
+
+extern "C" sl_status sl_cu_bf16_scratch(sl_cu_train *ctx, int slot, size_t elems, uint16_t **out) {
+    *out = NULL;
+    BEGIN(ctx, "sl_cu_bf16_scratch");
+    if (slot < 0 || slot > 1)
+        return sl_set_error(SL_ERR_INVALID, "sl_cu_bf16_scratch: slot %d", slot);
+    if (elems > ctx->bf_slot_elems[slot]) {
+        // grows once per shape seen; cudaFree waits for the work using the old buffer
+        if (ctx->bf_slot[slot]) cudaFree(ctx->bf_slot[slot]);
+        ctx->bf_slot[slot] = NULL;
+        ctx->bf_slot_elems[slot] = 0;
+        CU_TRY(ctx, cudaMalloc(&ctx->bf_slot[slot], elems * sizeof(uint16_t)),
+               "malloc (bf16 scratch)");
+        ctx->bf_slot_elems[slot] = elems;
+    }
+    *out = (uint16_t *)ctx->bf_slot[slot];
+    return SL_OK;
+}
+
+extern "C" sl_status sl_cu_gemm_bf16(sl_cu_train *ctx, int trans_a, int trans_b, int m, int n,
+                                     int k, const uint16_t *A, int lda, const uint16_t *B, int ldb,
+                                     float beta, float *C, int ldc) {
+    BEGIN(ctx, "sl_cu_gemm_bf16");
+    if (m <= 0 || n <= 0) return SL_OK;
+    cublasStatus_t s = CUBLAS_STATUS_SUCCESS;
+    if (!ctx->blas_bf) {
+        s = cublasCreate(&ctx->blas_bf);
+        if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetStream(ctx->blas_bf, ctx->stream);
+        if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetMathMode(ctx->blas_bf, CUBLAS_DEFAULT_MATH);
+        if (s != CUBLAS_STATUS_SUCCESS) {
+            if (ctx->blas_bf) cublasDestroy(ctx->blas_bf);
+            ctx->blas_bf = NULL;
+            return blas_fail(ctx, s, "cublas set-up (bf16)");
+        }
+    }
+    const float one = 1.0f;
+    s = cublasGemmEx(ctx->blas_bf, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+                     trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k, &one, A, CUDA_R_16BF, lda, B,
+                     CUDA_R_16BF, ldb, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                     CUBLAS_GEMM_DEFAULT);
+    if (s != CUBLAS_STATUS_SUCCESS) return blas_fail(ctx, s, "bf16 gemm");
     return SL_OK;
 }

@@ -83,6 +83,16 @@ sl_status sl_cu_matmul_backward(sl_cu_train *ctx, float *din, int lddin, float *
                                 const float *w, int w_kn, const float *pre, int M, int K, int N,
                                 sl_op_act act);
 
+/* sl_cu_matmul_backward with the two products in BF16 (mixed precision):
+ * the output gradient (dpre, or dout) and `in` rounded to BF16 into the
+ * context's scratch slots 0 and 1, w_bf16 the BF16 copy of W (same layout),
+ * tensor-core products accumulated in F32 into din / dw. The activation and
+ * bias part is sl_cu_matmul_backward's (F32). */
+sl_status sl_cu_matmul_backward_bf16(sl_cu_train *ctx, float *din, int lddin, float *dw,
+                                     float *dbias, float *dpre, const float *dout, int lddo,
+                                     const float *in, int ldi, const uint16_t *w_bf16, int w_kn,
+                                     const float *pre, int M, int K, int N, sl_op_act act);
+
 /* sl_op_add_bias_backward: dbias [C] += column sums of dout [n, C]. */
 sl_status sl_cu_add_bias_backward(sl_cu_train *ctx, float *dbias, const float *dout, int n, int C);
 
@@ -206,6 +216,23 @@ sl_status sl_cu_adamw_step(sl_cu_train *ctx, float *params, uint16_t *params_bf1
 
 /* dst [n] = src rounded to BF16 (nearest even). */
 sl_status sl_cu_f32_to_bf16(sl_cu_train *ctx, uint16_t *dst, const float *src, size_t n);
+
+/* dst [rows, cols] (contiguous) = src [rows, cols] (leading dimension ld
+ * >= cols) rounded to BF16. */
+sl_status sl_cu_f32_to_bf16_2d(sl_cu_train *ctx, uint16_t *dst, const float *src, int rows,
+                               int cols, int ld);
+
+/* A device buffer of at least `elems` BF16 values, slot 0 or 1, owned by
+ * the context and reused: valid until the next call for the same slot with
+ * a larger size (growing frees the old one, which waits for the device). */
+sl_status sl_cu_bf16_scratch(sl_cu_train *ctx, int slot, size_t elems, uint16_t **out);
+
+/* Column-major C [m, n] (F32, ldc) = op(A) op(B) + beta C with A, B BF16
+ * (op = transpose when trans_*), F32 accumulation, on tensor cores (a cuBLAS
+ * handle of the context's stream in default math mode). */
+sl_status sl_cu_gemm_bf16(sl_cu_train *ctx, int trans_a, int trans_b, int m, int n, int k,
+                          const uint16_t *A, int lda, const uint16_t *B, int ldb, float beta,
+                          float *C, int ldc);
 
 /* dst [n] (F32 master gradient) += scale * src (BF16 compute gradient). */
 sl_status sl_cu_bf16_accumulate(sl_cu_train *ctx, float *dst, const uint16_t *src, float scale,

@@ -187,3 +187,32 @@ sl_status sl_cu_bf16_accumulate(sl_cu_train *ctx, float *dst, const uint16_t *sr
     U(ctx), U(dst), U(src), U(scale), U(n);
     STUB();
 }
+
+sl_status sl_cu_matmul_backward_bf16(sl_cu_train *ctx, float *din, int lddin, float *dw,
+                                     float *dbias, float *dpre, const float *dout, int lddo,
+                                     const float *in, int ldi, const uint16_t *w_bf16, int w_kn,
+                                     const float *pre, int M, int K, int N, sl_op_act act) {
+    U(ctx), U(din), U(lddin), U(dw), U(dbias), U(dpre), U(dout), U(lddo), U(in), U(ldi);
+    U(w_bf16), U(w_kn), U(pre), U(M), U(K), U(N), U(act);
+    STUB();
+}
+
+sl_status sl_cu_f32_to_bf16_2d(sl_cu_train *ctx, uint16_t *dst, const float *src, int rows,
+                               int cols, int ld) {
+    U(ctx), U(dst), U(src), U(rows), U(cols), U(ld);
+    STUB();
+}
+
+sl_status sl_cu_bf16_scratch(sl_cu_train *ctx, int slot, size_t elems, uint16_t **out) {
+    U(ctx), U(slot), U(elems);
+    if (out) *out = NULL;
+    STUB();
+}
+
+sl_status sl_cu_gemm_bf16(sl_cu_train *ctx, int trans_a, int trans_b, int m, int n, int k,
+                          const uint16_t *A, int lda, const uint16_t *B, int ldb, float beta,
+                          float *C, int ldc) {
+    U(ctx), U(trans_a), U(trans_b), U(m), U(n), U(k), U(A), U(lda), U(B), U(ldb), U(beta);
+    U(C), U(ldc);
+    STUB();
+}
