@@ -17,6 +17,7 @@
 #include "trainer/dist.h"
 #include "sightline/sightline.h"
 #include "kernels/kernels.h"
+#include "testproc.h"
 #include "testutil.h"
 
 #include <dirent.h>
@@ -42,36 +43,6 @@ static const char *ENV_VARS[] = {"OMPI_COMM_WORLD_RANK",
 
 static void clear_env(void) {
     for (size_t i = 0; i < sizeof ENV_VARS / sizeof *ENV_VARS; i++) unsetenv(ENV_VARS[i]);
-}
-
-/* Wait for `n` children up to timeout_s; kill the ones still running.
- * codes[i]: exit status, 128+signal, or -1 when killed on timeout. */
-static void wait_children(pid_t *pids, int *codes, int n, double timeout_s) {
-    double t0 = sl_now();
-    int left = n;
-    for (int i = 0; i < n; i++) codes[i] = -2;
-    while (left > 0) {
-        for (int i = 0; i < n; i++) {
-            if (codes[i] != -2) continue;
-            int ws;
-            pid_t r = waitpid(pids[i], &ws, WNOHANG);
-            if (r == pids[i]) {
-                codes[i] = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
-                left--;
-            }
-        }
-        if (left == 0) break;
-        if (sl_now() - t0 > timeout_s) {
-            for (int i = 0; i < n; i++)
-                if (codes[i] == -2) {
-                    kill(pids[i], SIGKILL);
-                    waitpid(pids[i], NULL, 0);
-                    codes[i] = -1;
-                }
-            break;
-        }
-        usleep(10000);
-    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -204,7 +175,7 @@ static void test_id_file(const char *dir) {
     usleep(300000);
     CHECK_OK(sl_dist_id_write(path, "job8", 2, id, sizeof id));
     int code;
-    wait_children(&pid, &code, 1, 30);
+    sl_test_wait_children(&pid, &code, 1, 30);
     CHECK_MSG(code == 0, "reader child exit %d", code);
 
     /* the same, but a stale file (another world, another job) sits there
@@ -221,7 +192,7 @@ static void test_id_file(const char *dir) {
     }
     usleep(300000);
     CHECK_OK(sl_dist_id_write(path, "new", 2, id, sizeof id));
-    wait_children(&pid, &code, 1, 30);
+    sl_test_wait_children(&pid, &code, 1, 30);
     CHECK_MSG(code == 0, "reader child (stale first) exit %d", code);
 
     /* missing file: times out with a message naming it */
@@ -468,7 +439,7 @@ static int run_in_child(int (*fn)(const char *), const char *arg, double timeout
     if (pid < 0) return -3;
     if (pid == 0) _exit(fn(arg));
     int code;
-    wait_children(&pid, &code, 1, timeout_s);
+    sl_test_wait_children(&pid, &code, 1, timeout_s);
     return code;
 }
 
@@ -509,7 +480,7 @@ static int test_gpu(const char *dir) {
         pids[r] = fork();
         if (pids[r] == 0) _exit(child_rank(path, r, shared ? 0 : r, shared));
     }
-    wait_children(pids, codes, 2, 240);
+    sl_test_wait_children(pids, codes, 2, 240);
     if (shared && (codes[0] != 0 || codes[1] != 0) && codes[0] != 1 && codes[1] != 1) {
         printf("note: two ranks on one GPU did not run (exit %d/%d; NCCL refuses duplicate "
                "GPUs, and NCCL_HOSTID did not get around it here): two-rank test skipped\n",

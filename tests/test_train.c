@@ -237,7 +237,7 @@ static void test_tar(const sl_tokenizer *tok) {
     if (ds.n == 5) CHECK(strcmp(ds.items[4].caption, cap) == 0 && ds.items[4].shard == 1);
     /* the loader decodes tar members */
     sl_loader_opts lo = {
-        32, {0.5f, 0.5f, 0.5f}, {0.25f, 0.25f, 0.25f}, 16, 1, {0, 0, 0, 0, 0, 0}, 1, 7, 2, 8};
+        32, {0.5f, 0.5f, 0.5f}, {0.25f, 0.25f, 0.25f}, 16, 1, {0, 0, 0, 0, 0, 0}, 1, 7, 2, 8, 0, 0};
     sl_loader *l = NULL;
     CHECK_OK(sl_loader_create(&ds, tok, &lo, 0, &l));
     float px[5 * 3 * 32 * 32];
@@ -343,7 +343,7 @@ static void test_tsv_karpathy(const sl_tokenizer *tok) {
     fclose(f);
     CHECK_OK(sl_dataset_add_tsv(&ds, p, im));
     sl_loader_opts lo = {
-        32, {0.5f, 0.5f, 0.5f}, {0.25f, 0.25f, 0.25f}, 16, 1, {0, 0, 0, 0, 0, 0}, 1, 3, 0, 0};
+        32, {0.5f, 0.5f, 0.5f}, {0.25f, 0.25f, 0.25f}, 16, 1, {0, 0, 0, 0, 0, 0}, 1, 3, 0, 0, 0, 0};
     float a[14 * 3 * 32 * 32], b[14 * 3 * 32 * 32];
     int32_t ta[14 * 16], tb[14 * 16];
     for (int run = 0; run < 2; run++) {
@@ -372,6 +372,69 @@ static void test_tsv_karpathy(const sl_tokenizer *tok) {
     }
     CHECK(memcmp(c, d, sizeof(float) * 12 * 3 * 32 * 32) == 0);
     CHECK(memcmp(a, c, sizeof(float) * 12 * 3 * 32 * 32) != 0);
+    sl_dataset_free(&ds);
+}
+
+/* Data-parallel shards (sl_loader_opts shard_rank / shard_world): ranks 0
+ * and 1 of 2, 40 samples each from position 0 and then 8 more each from
+ * position 40 (a resumed loader), interleave to the 96 samples of one
+ * unsharded loader bit for bit: items, shuffle across an epoch boundary (64
+ * items), augmentation. */
+static void test_shard(const sl_tokenizer *tok) {
+    char p[700], im[700];
+    snprintf(im, sizeof im, "%s/imgs", TMP);
+    snprintf(p, sizeof p, "%s/pairs.tsv", TMP);
+    sl_train_dataset ds;
+    memset(&ds, 0, sizeof ds);
+    CHECK_OK(sl_dataset_add(&ds, p, im, NULL));
+    enum { S = 32, CTX = 16, N = 96, PIX = 3 * S * S };
+    static float whole[N * PIX], part[2][N / 2 * PIX];
+    static int32_t twhole[N * CTX], tpart[2][N / 2 * CTX];
+    sl_loader_opts lo = {S,
+                         {0.5f, 0.5f, 0.5f},
+                         {0.25f, 0.25f, 0.25f},
+                         CTX,
+                         1,
+                         {0.8, 0.3, 1.0, 0.5, 0.5, 0.2},
+                         1,
+                         5,
+                         2,
+                         0,
+                         0,
+                         0};
+    sl_loader *l = NULL;
+    CHECK_OK(sl_loader_create(&ds, tok, &lo, 0, &l));
+    if (l) CHECK_OK(sl_loader_next(l, N, whole, twhole));
+    sl_loader_free(l);
+    lo.shard_world = 2;
+    for (int r = 0; r < 2; r++) {
+        lo.shard_rank = r;
+        lo.threads = r ? 0 : 3;
+        l = NULL;
+        CHECK_OK(sl_loader_create(&ds, tok, &lo, 0, &l));
+        if (l) {
+            CHECK_OK(sl_loader_next(l, 40, part[r], tpart[r]));
+            CHECK(sl_loader_position(l) == 40);
+        }
+        sl_loader_free(l);
+        l = NULL;
+        CHECK_OK(sl_loader_create(&ds, tok, &lo, 40, &l));
+        if (l) CHECK_OK(sl_loader_next(l, 8, part[r] + (size_t)40 * PIX, tpart[r] + 40 * CTX));
+        sl_loader_free(l);
+    }
+    int same = 1;
+    for (int k = 0; k < N; k++) {
+        const int r = k % 2, j = k / 2;
+        same &=
+            memcmp(whole + (size_t)k * PIX, part[r] + (size_t)j * PIX, sizeof(float) * PIX) == 0;
+        same &= memcmp(twhole + k * CTX, tpart[r] + j * CTX, sizeof(int32_t) * CTX) == 0;
+    }
+    CHECK_MSG(same, "two shards do not interleave to the unsharded stream");
+    /* a rank outside the world */
+    lo.shard_rank = 2;
+    l = NULL;
+    CHECK_ERR(sl_loader_create(&ds, tok, &lo, 0, &l), SL_ERR_INVALID, "loader");
+    CHECK(l == NULL);
     sl_dataset_free(&ds);
 }
 
@@ -551,7 +614,9 @@ static void test_overfit(const char *preset, const sl_tokenizer *tok) {
                          0,
                          1,
                          2,
-                         64};
+                         64,
+                         0,
+                         0};
     sl_loader *l = NULL;
     CHECK_OK(sl_loader_create(&ds, tok, &lo, 0, &l));
     size_t S = (size_t)cfg.image_size;
@@ -611,6 +676,7 @@ int main(int argc, char **argv) {
     if (tok) {
         test_tar(tok);
         test_tsv_karpathy(tok);
+        test_shard(tok);
         test_resume(argv[1]);
         test_overfit(argv[1], tok);
     }

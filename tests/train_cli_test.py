@@ -12,7 +12,9 @@
   - usage errors exit 2; a corrupt shard fails naming the shard and member;
   - --device: bogus is a usage error naming it; cuda:0 where `sightline info`
     reports no CUDA device fails (exit 1) naming cuda:0 before --out is
-    created; cpu logs the same losses as no --device.
+    created; cpu logs the same losses as no --device; --dist-file needs a
+    CUDA device; a rank of a group (SL_RANK / SL_WORLD_SIZE) that cannot
+    run fails naming its rank (and device, or the missing CUDA support).
 usage: train_cli_test.py SIGHTLINE PRESET_JSON WORK_DIR"""
 import io
 import json
@@ -165,6 +167,18 @@ if m is not None and int(m.group(1)) == 0:
           "--device cuda:0 wrote to --out")
 else:
     print("note: this machine reports CUDA devices: the cuda:0 failure check is skipped")
+# data parallelism: an id file without a GPU device is refused; a rank of a
+# group whose device cannot be used fails naming it, before --out exists
+r = run("train", *short, "--out", W("dv_dist"), "--device", "cpu", "--dist-file", W("id"), rc=1)
+check("--dist-file" in r.stderr, f"--dist-file with cpu not refused by name: {r.stderr!r}")
+if m is not None and int(m.group(1)) == 0:
+    env = dict(os.environ, SL_RANK="1", SL_WORLD_SIZE="2")
+    r = run("train", *short, "--out", W("dv_dist"), "--device", "cuda", "--dist-file", W("id"),
+            rc=1, env=env)
+    # a CUDA build names the device; one without CUDA says it cannot form the group
+    check("rank 1" in r.stderr and ("cuda:1" in r.stderr or "no CUDA support" in r.stderr),
+          f"rank 1's failure not named: {r.stderr!r}")
+check(not os.path.exists(W("dv_dist")), "a refused data-parallel run created --out")
 run("train", *short, "--out", W("dv_none"), rc=0)
 run("train", *short, "--out", W("dv_cpu"), "--device", "cpu", rc=0)
 losses = [[json.loads(x)["loss"] for x in open(W(d, "train_log.jsonl"))]

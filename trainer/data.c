@@ -608,9 +608,15 @@ static void make_perm(sl_loader *l, uint64_t epoch) {
     l->perm_epoch = epoch;
 }
 
+/* The stream position of this loader's position p (sl_loader_opts shard). */
+static uint64_t stream_pos(const sl_loader *l, uint64_t p) {
+    return l->o.shard_world > 1 ? p * (uint64_t)l->o.shard_world + (uint64_t)l->o.shard_rank : p;
+}
+
 /* Item of position p (caller holds the lock or is the only thread); claims
  * are sequential, so one permutation suffices. */
-static size_t item_of(sl_loader *l, uint64_t p) {
+static size_t item_of(sl_loader *l, uint64_t lp) {
+    const uint64_t p = stream_pos(l, lp);
     uint64_t e = p / l->ds->n;
     if (e != l->perm_epoch) make_perm(l, e);
     return l->perm[p % l->ds->n];
@@ -634,7 +640,8 @@ static sl_status read_member(const char *tar, uint64_t off, uint64_t size, unsig
 }
 
 /* Decode, preprocess and tokenize item `it` of position p into s. */
-static sl_status process(const sl_loader *l, uint64_t p, size_t item, slot *s) {
+static sl_status process(const sl_loader *l, uint64_t lp, size_t item, slot *s) {
+    const uint64_t p = stream_pos(l, lp);
     const sl_train_item *it = &l->ds->items[item];
     sl_image img;
     memset(&img, 0, sizeof img);
@@ -743,7 +750,8 @@ sl_status sl_loader_create(const sl_train_dataset *ds, const sl_tokenizer *tok,
     *out = NULL;
     if (!ds || !ds->n) return sl_set_error(SL_ERR_INVALID, "loader: empty dataset");
     if (o->image_size < 1 || o->image_size > 4096 || o->context_length < 2 || o->threads < 0 ||
-        o->threads > 256)
+        o->threads > 256 || o->shard_world < 0 || o->shard_world > 65536 ||
+        (o->shard_world > 1 && (o->shard_rank < 0 || o->shard_rank >= o->shard_world)))
         return sl_set_error(SL_ERR_INVALID, "loader: bad options");
     sl_loader *l = calloc(1, sizeof *l);
     if (!l) return sl_set_error(SL_ERR_NOMEM, "out of memory");
@@ -765,7 +773,7 @@ sl_status sl_loader_create(const sl_train_dataset *ds, const sl_tokenizer *tok,
         l->slots[i].tokens = malloc(sizeof(int32_t) * (size_t)o->context_length);
         if (!l->slots[i].pixels || !l->slots[i].tokens) goto nomem;
     }
-    make_perm(l, pos / ds->n);
+    make_perm(l, stream_pos(l, pos) / ds->n);
     if (o->threads > 0) {
         l->th = calloc((size_t)o->threads, sizeof *l->th);
         if (!l->th) goto nomem;

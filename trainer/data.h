@@ -101,6 +101,13 @@ typedef struct sl_loader_opts {
     uint64_t seed;
     int threads;  /* worker threads (0: decode on the caller's thread) */
     int prefetch; /* samples decoded ahead (0: 64) */
+    /* Data parallelism: with shard_world > 1 this loader is rank shard_rank's
+     * share of one sample stream: its k-th sample is the stream's sample
+     * k * shard_world + shard_rank (its item, epoch and augmentation), so B
+     * samples on each of the ranks at the same loader position make up B *
+     * shard_world consecutive samples of the stream, each once. Positions
+     * (create's pos, sl_loader_position) count this loader's samples. */
+    int shard_rank, shard_world;
 } sl_loader_opts;
 
 typedef struct sl_loader sl_loader;

@@ -1,5 +1,6 @@
-// trainer/model_gpu.cu - one F32 training step of trainer/model.c's model on
-// one GPU (see model_gpu.h).
+// trainer/model_gpu.cu - one training step of trainer/model.c's model on one
+// GPU, F32 or BF16 mixed precision, or on several with NCCL (see
+// model_gpu.h).
 //
 // Layout: the parameter, gradient and AdamW moment buffers are flat with the
 // CPU model's offsets; sl_train_params / sl_train_acts hold DEVICE pointers
@@ -16,6 +17,7 @@
 #include "trainer/model_gpu.h"
 
 #include "encoder/clip_internal.h"
+#include "kernels/cpu/loss_shard.h"
 #include "kernels/cuda/train_ops.h"
 #include "kernels/cuda/transformer.cuh"
 #include "kernels/kernels.h"
@@ -40,6 +42,8 @@ struct sl_gpu_model {
     int *t_decay;
     size_t logit_off;              // offset of logit_scale
     float *params, *grads, *m, *v; // device [num_params]
+    sl_gpu_precision prec;         // of the matrix products
+    uint16_t *params_bf16;         // device [num_params]: BF16 copy (SL_GPU_BF16), else NULL
     sl_train_params p, g;          // device pointers into params / grads
     sl_train_block *blocks_mem;    // host: p's and g's block structs
     void *acts_mem;                // device
@@ -55,6 +59,10 @@ struct sl_gpu_model {
     size_t npieces;
     int pieces_decay; // use_decay the pieces were cut with (-1: none yet)
     int64_t t;        // AdamW updates done
+    // data parallelism (sl_gpu_model_step_dp), sized for dp_world * max_batch on first use
+    int dp_world;
+    float *dp_dev;  // device: img_g, txt_g, dimg_g, dtxt_g [N, D] each
+    float *dp_host; // host: the same four, then the shard loss's saved and scratch
     // host scratch for the batch's index arrays
     int32_t *h_tok, *h_off, *h_row, *h_rowtok, *h_rowpos;
 };
@@ -134,6 +142,11 @@ static sl_status ln_fwd(sl_gpu_model *g, float *out, float *mean, float *rstd, f
     return SL_OK;
 }
 
+// The BF16 copy of parameter w (a pointer into g->params).
+static const uint16_t *bf16_of(const sl_gpu_model *g, const float *w) {
+    return g->params_bf16 + (w - g->params);
+}
+
 // sl_op_matmul_forward(_train) with W [N, K] (nn.Linear layout): out [M, ldo]
 // (= act(pre), pre [M, ldo] = in . W^T + bias when act != NONE, pre NULL
 // otherwise); accumulate: out += in . W^T (bias NULL, act NONE). Row-major
@@ -146,17 +159,35 @@ static sl_status mm_fwd(sl_gpu_model *g, float *out, int ldo, const float *in, i
     if (M <= 0 || N <= 0) return SL_OK;
     float *dst = act != SL_OP_ACT_NONE ? pre : out;
     const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-    cublasStatus_t s = cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, w, K, in, ldi,
-                                   &beta, dst, ldo);
-    if (s != CUBLAS_STATUS_SUCCESS)
-        return sl_set_error(SL_ERR_EXTERNAL, "cuda:%d: gpu model: forward sgemm: %s", g->dev,
-                            cublasGetStatusString(s));
+    if (g->prec == SL_GPU_BF16) {
+        uint16_t *inb = NULL;
+        TRY(sl_cu_bf16_scratch(g->ctx, 0, (size_t)M * K, &inb));
+        TRY(sl_cu_f32_to_bf16_2d(g->ctx, inb, in, M, K, ldi));
+        TRY(sl_cu_gemm_bf16(g->ctx, 1, 0, N, M, K, bf16_of(g, w), K, inb, K, beta, dst, ldo));
+    } else {
+        cublasStatus_t s = cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, w, K, in,
+                                       ldi, &beta, dst, ldo);
+        if (s != CUBLAS_STATUS_SUCCESS)
+            return sl_set_error(SL_ERR_EXTERNAL, "cuda:%d: gpu model: forward sgemm: %s", g->dev,
+                                cublasGetStatusString(s));
+    }
     if (bias || act != SL_OP_ACT_NONE) {
         const size_t n = (size_t)M * N;
         bias_act_kernel<<<grid_for(n), 256, 0, g->stream>>>(out, dst, bias, M, N, ldo, (int)act);
         CU(g, cudaGetLastError(), "bias / activation forward");
     }
     return SL_OK;
+}
+
+// sl_cu_matmul_backward, or its BF16 twin in mixed precision (w_kn 0: W [N, K]).
+static sl_status mm_bwd(sl_gpu_model *g, float *din, int lddin, float *dw, float *dbias,
+                        float *dpre, const float *dout, int lddo, const float *in, int ldi,
+                        const float *w, const float *pre, int M, int K, int N, sl_op_act act) {
+    if (g->prec == SL_GPU_BF16)
+        return sl_cu_matmul_backward_bf16(g->ctx, din, lddin, dw, dbias, dpre, dout, lddo, in, ldi,
+                                          bf16_of(g, w), 0, pre, M, K, N, act);
+    return sl_cu_matmul_backward(g->ctx, din, lddin, dw, dbias, dpre, dout, lddo, in, ldi, w, 0,
+                                 pre, M, K, N, act);
 }
 
 static sl_status dcopy(sl_gpu_model *g, float *dst, const float *src, size_t n) {
@@ -246,6 +277,9 @@ extern "C" void sl_gpu_model_free(sl_gpu_model *g) {
     cudaFree(g->grads);
     cudaFree(g->m);
     cudaFree(g->v);
+    cudaFree(g->params_bf16);
+    cudaFree(g->dp_dev);
+    free(g->dp_host);
     cudaFree(g->acts_mem);
     cudaFree(g->pixels);
     cudaFree(g->rowtok);
@@ -403,6 +437,13 @@ extern "C" sl_status sl_gpu_model_download_state(sl_gpu_model *g, float *params,
     return SL_OK;
 }
 
+// The BF16 copy from the F32 parameters (mixed precision only).
+static sl_status refresh_bf16(sl_gpu_model *g) {
+    if (g->prec != SL_GPU_BF16) return SL_OK;
+    TRY(sl_cu_f32_to_bf16(g->ctx, g->params_bf16, g->params, g->num_params));
+    return sl_cu_train_sync(g->ctx);
+}
+
 extern "C" sl_status sl_gpu_model_upload_state(sl_gpu_model *g, const float *params, const float *m,
                                                const float *v, int64_t t) {
     if (!g || !params || !m || !v) return sl_set_error(SL_ERR_INVALID, "gpu model: NULL argument");
@@ -413,6 +454,21 @@ extern "C" sl_status sl_gpu_model_upload_state(sl_gpu_model *g, const float *par
     TRY(upload(g, g->m, m, bytes));
     TRY(upload(g, g->v, v, bytes));
     g->t = t;
+    return refresh_bf16(g);
+}
+
+extern "C" sl_status sl_gpu_model_set_precision(sl_gpu_model *g, sl_gpu_precision p) {
+    if (!g) return sl_set_error(SL_ERR_INVALID, "gpu model: NULL argument");
+    if (p != SL_GPU_F32 && p != SL_GPU_BF16)
+        return sl_set_error(SL_ERR_INVALID, "gpu model: unknown precision %d", (int)p);
+    CU(g, cudaSetDevice(g->dev), "set device");
+    if (p == SL_GPU_BF16 && !g->params_bf16)
+        CU(g, cudaMalloc((void **)&g->params_bf16, g->num_params * sizeof(uint16_t)),
+           "malloc (BF16 parameters)");
+    const sl_gpu_precision was = g->prec;
+    g->prec = p;
+    // F32 steps do not keep the copy current: refresh it on the way back
+    if (p == SL_GPU_BF16 && was != SL_GPU_BF16) return refresh_bf16(g);
     return SL_OK;
 }
 
@@ -515,7 +571,8 @@ static sl_status batch_indices(sl_gpu_model *g, const int32_t *tokens, int B, in
     return st;
 }
 
-static sl_status forward(sl_gpu_model *g, int B, int Rt, float ls) {
+// Both towers up to the L2-normalised embeddings a->v.emb, a->t.emb [B, D].
+static sl_status forward(sl_gpu_model *g, int B, int Rt) {
     const sl_clip_config *c = &g->cfg;
     sl_train_acts *a = &g->a;
     const sl_train_params *p = &g->p;
@@ -542,9 +599,7 @@ static sl_status forward(sl_gpu_model *g, int B, int Rt, float ls) {
        "text embed");
     TRY(blocks_forward(g, &a->t, p->t_blocks, &c->text, Rt, a->t_start, a->t_len, a->t_idx,
                        a->t_qrow, B, ctx, 1));
-    TRY(head_forward(g, &a->t, p->t_blocks, &c->text, p->final_w, p->final_b, p->t_proj, B, D));
-
-    return sl_cu_infonce_forward(g->ctx, a->loss_saved, g->d_loss, a->v.emb, a->t.emb, ls, B, D);
+    return head_forward(g, &a->t, p->t_blocks, &c->text, p->final_w, p->final_b, p->t_proj, B, D);
 }
 
 // ---------------------------------------------------------------------------
@@ -564,8 +619,8 @@ static sl_status tower_backward(sl_gpu_model *g, sl_train_tower_acts *ta, const 
     TRY(dzero(g, a->d_feat, (size_t)B * D * F));
     TRY(sl_cu_l2_normalize_backward(x, a->d_feat, demb, ta->emb, ta->norm, B, D));
     TRY(dzero(g, a->d_lnf, (size_t)B * W * F));
-    TRY(sl_cu_matmul_backward(x, a->d_lnf, W, gproj, NULL, NULL, a->d_feat, D, ta->lnf, W, proj, 0,
-                              NULL, B, W, D, SL_OP_ACT_NONE));
+    TRY(mm_bwd(g, a->d_lnf, W, gproj, NULL, NULL, a->d_feat, D, ta->lnf, W, proj, NULL, B, W, D,
+               SL_OP_ACT_NONE));
     TRY(dzero(g, a->d_pool, (size_t)B * W * F));
     TRY(sl_cu_layernorm_backward(x, a->d_pool, gln_w, gln_b, a->d_lnf, ta->pooled, ta->meanf,
                                  ta->rstdf, ln_w, B, W));
@@ -579,20 +634,20 @@ static sl_status tower_backward(sl_gpu_model *g, sl_train_tower_acts *ta, const 
         float *dn = last ? a->d_pool : a->d_res;
         // next = res2 + fc . W2^T
         TRY(dzero(g, a->d_fc, (size_t)R2 * M * F));
-        TRY(sl_cu_matmul_backward(x, a->d_fc, M, gk->fc2_w, NULL, NULL, dn, W, s->fc, M, k->fc2_w,
-                                  0, NULL, R2, M, W, SL_OP_ACT_NONE));
+        TRY(mm_bwd(g, a->d_fc, M, gk->fc2_w, NULL, NULL, dn, W, s->fc, M, k->fc2_w, NULL, R2, M, W,
+                   SL_OP_ACT_NONE));
         // fc = act(ln2 . W1^T + b1)
         TRY(dzero(g, a->d_ln, R2W * F));
-        TRY(sl_cu_matmul_backward(x, a->d_ln, W, gk->fc1_w, gk->fc1_b, a->d_fc, a->d_fc, M, s->ln2,
-                                  W, k->fc1_w, 0, s->fc_pre, R2, W, M, act));
+        TRY(mm_bwd(g, a->d_ln, W, gk->fc1_w, gk->fc1_b, a->d_fc, a->d_fc, M, s->ln2, W, k->fc1_w,
+                   s->fc_pre, R2, W, M, act));
         // ln2 = LN2(res2), res2 holding the folded o_b
         TRY(sl_cu_layernorm_backward(x, dn, gk->ln2_w, gk->ln2_b, a->d_ln, s->res2, s->mean2,
                                      s->rstd2, k->ln2_w, R2, W));
         TRY(sl_cu_add_bias_backward(x, gk->o_b, dn, R2, W));
         // res2 = res + att . Wo^T (last: res's pooled rows)
         TRY(dzero(g, a->d_att, R2W * F));
-        TRY(sl_cu_matmul_backward(x, a->d_att, W, gk->o_w, NULL, NULL, dn, W, s->att, W, k->o_w, 0,
-                                  NULL, R2, W, W, SL_OP_ACT_NONE));
+        TRY(mm_bwd(g, a->d_att, W, gk->o_w, NULL, NULL, dn, W, s->att, W, k->o_w, NULL, R2, W, W,
+                   SL_OP_ACT_NONE));
         TRY(dzero(g, a->d_qkv, 3 * RW * F));
         TRY(sl_cu_attention_backward(x, a->d_qkv, a->d_att, W, s->qkv, start, len,
                                      last ? qrow : NULL, B, W, tc->heads, causal, maxlen));
@@ -602,8 +657,8 @@ static sl_status tower_backward(sl_gpu_model *g, sl_train_tower_acts *ta, const 
         }
         // qkv = ln1 . Wqkv^T + bqkv
         TRY(dzero(g, a->d_ln, RW * F));
-        TRY(sl_cu_matmul_backward(x, a->d_ln, W, gk->q_w, gk->q_b, NULL, a->d_qkv, 3 * W, s->ln1, W,
-                                  k->q_w, 0, NULL, R, W, 3 * W, SL_OP_ACT_NONE));
+        TRY(mm_bwd(g, a->d_ln, W, gk->q_w, gk->q_b, NULL, a->d_qkv, 3 * W, s->ln1, W, k->q_w, NULL,
+                   R, W, 3 * W, SL_OP_ACT_NONE));
         // ln1 = LN1(res), res holding the previous block's folded fc2 bias
         TRY(sl_cu_layernorm_backward(x, a->d_res, gk->ln1_w, gk->ln1_b, a->d_ln, s->res, s->mean1,
                                      s->rstd1, k->ln1_w, R, W));
@@ -612,7 +667,10 @@ static sl_status tower_backward(sl_gpu_model *g, sl_train_tower_acts *ta, const 
     return SL_OK;
 }
 
-static sl_status backward(sl_gpu_model *g, int B, int Rt, int ntok, float ls) {
+// The towers' backward from the embeddings' gradients d_img, d_txt [B, D]
+// (device) into the gradient buffer.
+static sl_status backward(sl_gpu_model *g, int B, int Rt, int ntok, const float *d_img,
+                          const float *d_txt) {
     const sl_clip_config *c = &g->cfg;
     sl_cu_train *x = g->ctx;
     sl_train_acts *a = &g->a;
@@ -622,14 +680,9 @@ static sl_status backward(sl_gpu_model *g, int B, int Rt, int ntok, float ls) {
     const int Wv = c->vision.width, Wt = c->text.width, pp = c->patch_size, kk = 3 * pp * pp;
     const size_t F = sizeof(float);
 
-    TRY(dzero(g, a->d_img, (size_t)B * D * F));
-    TRY(dzero(g, a->d_txt, (size_t)B * D * F));
-    TRY(sl_cu_infonce_backward(x, a->d_img, a->d_txt, gr->logit_scale, a->d_logits, 1.0f,
-                               a->loss_saved, a->v.emb, a->t.emb, ls, B, D));
-
     // image tower, LN_pre, embeddings, patch conv
     TRY(tower_backward(g, &a->v, p->v_blocks, gr->v_blocks, &c->vision, p->post_w, gr->post_w,
-                       gr->post_b, p->v_proj, gr->v_proj, a->d_img, a->v_start, a->v_len, a->v_idx,
+                       gr->post_b, p->v_proj, gr->v_proj, d_img, a->v_start, a->v_len, a->v_idx,
                        a->v_qrow, B, B * Tv, D, Tv, 0));
     const int Rv = B * Tv;
     TRY(dzero(g, a->d_emb, (size_t)Rv * Wv * F));
@@ -638,12 +691,12 @@ static sl_status backward(sl_gpu_model *g, int B, int Rt, int ntok, float ls) {
     float *d_patch = a->d_att; // [B * P, Wv]
     TRY(dzero(g, d_patch, (size_t)B * P * Wv * F));
     TRY(sl_cu_vision_embed_backward(x, d_patch, gr->cls, gr->v_pos, a->d_emb, B, P, Wv));
-    TRY(sl_cu_matmul_backward(x, NULL, 0, gr->patch_w, NULL, NULL, d_patch, Wv, a->cols, kk,
-                              p->patch_w, 0, NULL, B * P, kk, Wv, SL_OP_ACT_NONE));
+    TRY(mm_bwd(g, NULL, 0, gr->patch_w, NULL, NULL, d_patch, Wv, a->cols, kk, p->patch_w, NULL,
+               B * P, kk, Wv, SL_OP_ACT_NONE));
 
     // text tower, token and position embeddings
     TRY(tower_backward(g, &a->t, p->t_blocks, gr->t_blocks, &c->text, p->final_w, gr->final_w,
-                       gr->final_b, p->t_proj, gr->t_proj, a->d_txt, a->t_start, a->t_len, a->t_idx,
+                       gr->final_b, p->t_proj, gr->t_proj, d_txt, a->t_start, a->t_len, a->t_idx,
                        a->t_qrow, B, Rt, D, ctx, 1));
     return sl_cu_text_embed_backward(x, gr->tok, gr->t_pos, a->d_res, g->plan, g->plan + Rt,
                                      g->plan + 2 * Rt + 1, ntok, a->t_start, a->t_len, B, ctx, Wt);
@@ -682,8 +735,9 @@ static sl_status adamw(sl_gpu_model *g, const sl_adamw_config *cfg, double lr, d
     hp.eps = cfg->eps;
     hp.weight_decay = cfg->weight_decay;
     hp.grad_clip = cfg->grad_clip;
-    TRY(sl_cu_adamw_step(g->ctx, g->params, NULL, g->grads, g->m, g->v, g->pieces, g->npieces, &hp,
-                         g->t + 1, lr, 1.0, g->d_norm));
+    TRY(sl_cu_adamw_step(g->ctx, g->params, g->prec == SL_GPU_BF16 ? g->params_bf16 : NULL,
+                         g->grads, g->m, g->v, g->pieces, g->npieces, &hp, g->t + 1, lr, 1.0,
+                         g->d_norm));
     double norm = 0;
     TRY(download(g, &norm, g->d_norm, sizeof norm));
     if (grad_norm) *grad_norm = norm;
@@ -697,6 +751,18 @@ static sl_status adamw(sl_gpu_model *g, const sl_adamw_config *cfg, double lr, d
 // Step
 // ---------------------------------------------------------------------------
 
+// Upload the batch and its index arrays; *ls gets logit_scale as the
+// parameters hold it now (the loss clamps it).
+static sl_status step_begin(sl_gpu_model *g, const float *pixels, const int32_t *tokens, int B,
+                            int *Rt, int *ntok, float *ls) {
+    const sl_clip_config *c = &g->cfg;
+    CU(g, cudaSetDevice(g->dev), "set device");
+    const size_t S = (size_t)c->image_size;
+    TRY(upload(g, g->pixels, pixels, (size_t)B * 3 * S * S * sizeof(float)));
+    TRY(batch_indices(g, tokens, B, Rt, ntok));
+    return download(g, ls, g->params + g->logit_off, sizeof *ls);
+}
+
 extern "C" sl_status sl_gpu_model_step(sl_gpu_model *g, const float *pixels, const int32_t *tokens,
                                        int B, float *loss, int do_update,
                                        const sl_adamw_config *cfg, double lr, double *grad_norm) {
@@ -704,20 +770,120 @@ extern "C" sl_status sl_gpu_model_step(sl_gpu_model *g, const float *pixels, con
         return sl_set_error(SL_ERR_INVALID, "gpu step: NULL argument");
     sl_status bst = sl_train_check_batch(&g->cfg, g->max_batch, tokens, B, "gpu step");
     if (bst) return bst;
-    const sl_clip_config *c = &g->cfg;
-    CU(g, cudaSetDevice(g->dev), "set device");
-    const size_t S = (size_t)c->image_size;
-    TRY(upload(g, g->pixels, pixels, (size_t)B * 3 * S * S * sizeof(float)));
     int Rt = 0, ntok = 0;
-    TRY(batch_indices(g, tokens, B, &Rt, &ntok));
-    float ls = 0; // logit_scale as the parameters hold it now (the loss clamps)
-    TRY(download(g, &ls, g->params + g->logit_off, sizeof ls));
+    float ls = 0;
+    TRY(step_begin(g, pixels, tokens, B, &Rt, &ntok, &ls));
 
     TRY(dzero(g, g->grads, g->num_params * sizeof(float)));
-    TRY(forward(g, B, Rt, ls));
-    TRY(backward(g, B, Rt, ntok, ls));
+    TRY(forward(g, B, Rt));
+    sl_train_acts *a = &g->a;
+    const int D = g->cfg.embed_dim;
+    TRY(sl_cu_infonce_forward(g->ctx, a->loss_saved, g->d_loss, a->v.emb, a->t.emb, ls, B, D));
+    TRY(dzero(g, a->d_img, (size_t)B * D * sizeof(float)));
+    TRY(dzero(g, a->d_txt, (size_t)B * D * sizeof(float)));
+    TRY(sl_cu_infonce_backward(g->ctx, a->d_img, a->d_txt, g->g.logit_scale, a->d_logits, 1.0f,
+                               a->loss_saved, a->v.emb, a->t.emb, ls, B, D));
+    TRY(backward(g, B, Rt, ntok, a->d_img, a->d_txt));
     TRY(sl_cu_train_sync(g->ctx));
     if (loss) TRY(download(g, loss, g->d_loss, sizeof *loss));
+    if (do_update) TRY(adamw(g, cfg, lr, grad_norm));
+    return SL_OK;
+}
+
+// ---------------------------------------------------------------------------
+// Data parallelism
+// ---------------------------------------------------------------------------
+
+static sl_status dp_check(sl_gpu_model *g, sl_dist *d) {
+    if (sl_dist_device(d) != g->dev)
+        return sl_set_error(SL_ERR_INVALID, "cuda:%d: gpu model: rank %d of the group uses cuda:%d",
+                            g->dev, sl_dist_rank(d), sl_dist_device(d));
+    return SL_OK;
+}
+
+extern "C" sl_status sl_gpu_model_dp_sync(sl_gpu_model *g, sl_dist *d) {
+    if (!g || !d) return sl_set_error(SL_ERR_INVALID, "gpu model: NULL argument");
+    if (sl_dist_world(d) == 1) return SL_OK;
+    TRY(dp_check(g, d));
+    CU(g, cudaSetDevice(g->dev), "set device");
+    TRY(sl_dist_broadcast_f32(d, g->params, g->num_params, g->stream));
+    TRY(sl_dist_broadcast_f32(d, g->m, g->num_params, g->stream));
+    TRY(sl_dist_broadcast_f32(d, g->v, g->num_params, g->stream));
+    CU(g, cudaStreamSynchronize(g->stream), "broadcast");
+    return refresh_bf16(g);
+}
+
+// Buffers of the sharded loss for a world of `world` (once; a model serves
+// one group).
+static sl_status dp_buffers(sl_gpu_model *g, int world) {
+    if (g->dp_world == world) return SL_OK;
+    if (g->dp_world)
+        return sl_set_error(SL_ERR_INVALID, "cuda:%d: gpu model: used by groups of %d and %d ranks",
+                            g->dev, g->dp_world, world);
+    const int bmax = g->max_batch, D = g->cfg.embed_dim;
+    const size_t Nd = (size_t)world * bmax * D;
+    const size_t host = 4 * Nd + sl_loss_infonce_shard_saved_size(bmax, world) +
+                        sl_loss_infonce_shard_scratch_size(bmax, world);
+    g->dp_host = (float *)malloc(host * sizeof(float));
+    if (!g->dp_host) return sl_set_error(SL_ERR_NOMEM, "gpu model: out of memory (sharded loss)");
+    CU(g, cudaMalloc((void **)&g->dp_dev, 4 * Nd * sizeof(float)), "malloc (sharded loss)");
+    g->dp_world = world;
+    return SL_OK;
+}
+
+extern "C" sl_status sl_gpu_model_step_dp(sl_gpu_model *g, sl_dist *d, const float *pixels,
+                                          const int32_t *tokens, int B, float *loss, int do_update,
+                                          const sl_adamw_config *cfg, double lr,
+                                          double *grad_norm) {
+    if (!d || sl_dist_world(d) == 1)
+        return sl_gpu_model_step(g, pixels, tokens, B, loss, do_update, cfg, lr, grad_norm);
+    if (!g || !pixels || !tokens || (do_update && !cfg))
+        return sl_set_error(SL_ERR_INVALID, "gpu step: NULL argument");
+    const int world = sl_dist_world(d), rank = sl_dist_rank(d);
+    TRY(dp_check(g, d));
+    sl_status bst = sl_train_check_batch(&g->cfg, g->max_batch, tokens, B, "gpu step");
+    if (bst) return bst;
+    TRY(dp_buffers(g, world));
+    int Rt = 0, ntok = 0;
+    float ls = 0;
+    TRY(step_begin(g, pixels, tokens, B, &Rt, &ntok, &ls));
+    TRY(dzero(g, g->grads, g->num_params * sizeof(float)));
+    TRY(forward(g, B, Rt));
+
+    // the global batch's embeddings on every rank (rank-major)
+    const int D = g->cfg.embed_dim, N = world * B;
+    const size_t nd = (size_t)B * D, Nd = (size_t)N * D, off = (size_t)rank * nd;
+    const size_t cap = (size_t)world * g->max_batch * D;
+    float *img_g = g->dp_dev, *txt_g = img_g + cap, *dimg = txt_g + cap, *dtxt = dimg + cap;
+    TRY(sl_dist_all_gather_f32(d, g->a.v.emb, img_g, nd, g->stream));
+    TRY(sl_dist_all_gather_f32(d, g->a.t.emb, txt_g, nd, g->stream));
+    float *hi = g->dp_host, *ht = hi + cap, *hdi = ht + cap, *hdt = hdi + cap, *saved = hdt + cap;
+    float *scratch = saved + sl_loss_infonce_shard_saved_size(g->max_batch, world);
+    TRY(download(g, hi, img_g, Nd * sizeof(float)));
+    TRY(download(g, ht, txt_g, Nd * sizeof(float)));
+
+    // this rank's share of the global loss and its gradients (host, small)
+    const float part =
+        sl_loss_infonce_shard_forward(saved, hi + off, ht + off, hi, ht, ls, rank, world, B, D);
+    memset(hdi, 0, Nd * sizeof(float));
+    memset(hdt, 0, Nd * sizeof(float));
+    float dt = 0;
+    sl_loss_infonce_shard_backward(hdi, hdt, &dt, scratch, 1.0f, saved, hi + off, ht + off, hi, ht,
+                                   ls, rank, world, B, D);
+    // summed over ranks: the global loss's gradient of every gathered row;
+    // this rank's rows feed its towers
+    TRY(upload(g, dimg, hdi, Nd * sizeof(float)));
+    TRY(upload(g, dtxt, hdt, Nd * sizeof(float)));
+    TRY(upload(g, g->grads + g->logit_off, &dt, sizeof dt));
+    TRY(sl_dist_all_reduce_sum_f32(d, dimg, Nd, g->stream));
+    TRY(sl_dist_all_reduce_sum_f32(d, dtxt, Nd, g->stream));
+    TRY(backward(g, B, Rt, ntok, dimg + off, dtxt + off));
+    // the global loss is the sum of the ranks' shares: so is its gradient
+    TRY(sl_dist_all_reduce_sum_f32(d, g->grads, g->num_params, g->stream));
+    TRY(sl_cu_train_sync(g->ctx));
+    double total = part;
+    TRY(sl_dist_all_reduce_sum_f64_host(d, &total, 1));
+    if (loss) *loss = (float)total;
     if (do_update) TRY(adamw(g, cfg, lr, grad_norm));
     return SL_OK;
 }

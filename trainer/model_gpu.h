@@ -1,6 +1,8 @@
 /*
  * trainer/model_gpu.h - one training step of trainer/model.c's CLIP model on
- * one GPU, F32 (the parity path): forward of both towers saving the same
+ * one GPU (F32, the parity path, or BF16 mixed precision: see
+ * sl_gpu_model_set_precision), or on several with NCCL
+ * (sl_gpu_model_step_dp): forward of both towers saving the same
  * activations as the CPU model, the symmetric InfoNCE loss, the backward
  * into a flat gradient buffer with the CPU model's layout (the offsets of
  * its tensor table), and AdamW (kernels/cuda/train_ops.h, the twin of
@@ -23,6 +25,7 @@
 #ifndef SL_TRAINER_MODEL_GPU_H
 #define SL_TRAINER_MODEL_GPU_H
 
+#include "trainer/dist.h"
 #include "trainer/model.h"
 #include "trainer/optim.h"
 
@@ -62,6 +65,25 @@ sl_status sl_gpu_model_step(sl_gpu_model *g, const float *pixels, const int32_t 
                             float *loss, int do_update, const sl_adamw_config *cfg, double lr,
                             double *grad_norm);
 
+/* Data parallelism over the group d (trainer/dist.h; this rank's device
+ * must be the model's). dp_sync: every rank's parameters and AdamW moments
+ * become rank 0's (broadcast; call once after create / upload_state).
+ * step_dp: sl_gpu_model_step over the GLOBAL batch made of every rank's B
+ * pairs (the same B on every rank; rank r's pairs are rows r*B .. r*B+B-1
+ * of it): each rank runs its towers on its pairs, the embeddings are
+ * all-gathered (NCCL), each rank computes its share of the global-batch
+ * InfoNCE and its gradients on the host (kernels/cpu/loss_shard.h), the
+ * gathered gradients and then the parameter gradients are all-reduced
+ * (summed), and every rank applies the same AdamW update. *loss is the
+ * global-batch loss on every rank. The result equals one rank's
+ * sl_gpu_model_step on the whole global batch up to float rounding. Every
+ * rank must call it the same number of times. A group of one (or d NULL)
+ * is sl_gpu_model_step. */
+sl_status sl_gpu_model_dp_sync(sl_gpu_model *g, sl_dist *d);
+sl_status sl_gpu_model_step_dp(sl_gpu_model *g, sl_dist *d, const float *pixels,
+                               const int32_t *tokens, int B, float *loss, int do_update,
+                               const sl_adamw_config *cfg, double lr, double *grad_norm);
+
 /* Copy the gradient (parameter) buffer to host grads (params) [num_params],
  * the CPU model's layout. */
 sl_status sl_gpu_model_download_grads(sl_gpu_model *g, float *grads);
@@ -77,6 +99,19 @@ sl_status sl_gpu_model_download_state(sl_gpu_model *g, float *params, float *m, 
                                       int64_t *t);
 sl_status sl_gpu_model_upload_state(sl_gpu_model *g, const float *params, const float *m,
                                     const float *v, int64_t t);
+
+/* Arithmetic of the step's matrix products. F32 (the default after create):
+ * cuBLAS sgemms, pedantic (the parity path). BF16 (mixed precision): every
+ * matrix product of the towers (patch embedding, QKV, attention output, MLP,
+ * projections; forward and both backward products) on tensor cores with
+ * BF16 operands and F32 accumulation and results: the weights from a BF16
+ * copy of the F32 master parameters (refreshed by each AdamW update and by
+ * upload_state), the activations and output gradients rounded to BF16 on
+ * the way in. Everything else stays F32: LayerNorm, attention, activations,
+ * the loss, gradients, AdamW and its moments. Either mode may be set between
+ * steps. */
+typedef enum sl_gpu_precision { SL_GPU_F32 = 0, SL_GPU_BF16 = 1 } sl_gpu_precision;
+sl_status sl_gpu_model_set_precision(sl_gpu_model *g, sl_gpu_precision p);
 
 /* Floats in the parameter buffer (the CPU model's num_params); 0 for NULL. */
 size_t sl_gpu_model_num_params(const sl_gpu_model *g);

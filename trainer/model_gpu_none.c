@@ -55,6 +55,24 @@ sl_status sl_gpu_model_upload_state(sl_gpu_model *g, const float *params, const 
     return NO_CUDA(0);
 }
 
+sl_status sl_gpu_model_dp_sync(sl_gpu_model *g, sl_dist *d) {
+    (void)g, (void)d;
+    return NO_CUDA(0);
+}
+
+sl_status sl_gpu_model_step_dp(sl_gpu_model *g, sl_dist *d, const float *pixels,
+                               const int32_t *tokens, int B, float *loss, int do_update,
+                               const sl_adamw_config *cfg, double lr, double *grad_norm) {
+    (void)g, (void)d, (void)pixels, (void)tokens, (void)B, (void)loss, (void)do_update, (void)cfg,
+        (void)lr, (void)grad_norm;
+    return NO_CUDA(0);
+}
+
+sl_status sl_gpu_model_set_precision(sl_gpu_model *g, sl_gpu_precision p) {
+    (void)g, (void)p;
+    return NO_CUDA(0);
+}
+
 size_t sl_gpu_model_num_params(const sl_gpu_model *g) {
     (void)g;
     return 0;

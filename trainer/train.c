@@ -10,6 +10,7 @@
 #include "sightline/safetensors.h"
 #include "sightline/tokenizer.h"
 #include "trainer/data.h"
+#include "trainer/dist.h"
 #include "trainer/model.h"
 #include "trainer/model_gpu.h"
 #include "trainer/optim.h"
@@ -476,6 +477,9 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
     memset(&opt, 0, sizeof opt);
     sl_gpu_model *gpu = NULL;
     int cuda = -1, gpu_dirty = 0; /* gpu_dirty: the GPU's state is newer than m / opt */
+    int bf16 = 0;                 /* --device cuda: BF16 mixed precision; cuda-f32: F32 */
+    sl_dist *dist = NULL;         /* data parallelism: a group of more than one rank */
+    int rank = 0, world = 1;
     sl_train_dataset ds;
     memset(&ds, 0, sizeof ds);
     sl_loader *ld = NULL;
@@ -493,11 +497,28 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
     if (!o->data) return sl_set_error(SL_ERR_INVALID, "train: --data is required");
     if (!o->config && !o->resume && !o->init)
         return sl_set_error(SL_ERR_INVALID, "train: --config is required");
+    int quiet = o->quiet; /* every rank but 0 is quiet */
     /* the device first: nothing is read or written for one that cannot be used */
-    {
-        int bf16 = 0; /* training is F32 on every device for now */
-        if ((st = sl_device_parse(o->device, &cuda, &bf16))) return st;
-        if (cuda >= 0 && (st = sl_gpu_model_probe(cuda))) return st;
+    if ((st = sl_device_parse(o->device, &cuda, &bf16))) return st;
+    if (cuda >= 0) {
+        /* several ranks (mpirun, SL_RANK / SL_WORLD_SIZE): data parallelism,
+         * each rank on its local device unless --device names one */
+        sl_dist_opts dop;
+        sl_dist_opts_init(&dop);
+        dop.id_file = o->dist_file;
+        if (strchr(o->device, ':')) dop.device = cuda;
+        sl_dist_place place;
+        if ((st = sl_dist_resolve(&dop, &place))) return st;
+        if (place.world > 1) {
+            if ((st = sl_dist_init(&dop, &dist))) return st;
+            rank = sl_dist_rank(dist);
+            world = sl_dist_world(dist);
+            cuda = sl_dist_device(dist);
+        }
+        if ((st = sl_gpu_model_probe(cuda))) goto done;
+        quiet |= rank != 0;
+    } else if (o->dist_file) {
+        return sl_set_error(SL_ERR_INVALID, "train: --dist-file needs a CUDA --device");
     }
 
     if (o->config) {
@@ -608,7 +629,12 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
     if (cuda >= 0) {
         /* after resume: the GPU starts from the CPU model and optimizer */
         if ((st = sl_gpu_model_create(cuda, m, h.batch, &gpu))) goto done;
+        if (bf16 && (st = sl_gpu_model_set_precision(gpu, SL_GPU_BF16))) goto done;
         if ((st = sl_gpu_model_upload_state(gpu, m->params_mem, opt.m, opt.v, opt.t))) goto done;
+        /* every rank from rank 0's state (fresh models differ by nothing but
+         * this makes it a guarantee) */
+        if (dist && (st = sl_gpu_model_dp_sync(gpu, dist))) goto done;
+        gpu_dirty = dist != NULL;
     }
 
     /* Data */
@@ -628,12 +654,14 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
     lo.seed = (uint64_t)h.seed;
     lo.threads = h.threads;
     lo.prefetch = 2 * h.batch < 4096 ? 2 * h.batch : 4096;
+    lo.shard_rank = rank;
+    lo.shard_world = world;
     if ((st = sl_loader_create(&ds, tok, &lo, (uint64_t)sc[1], &ld))) goto done;
     size_t pix = (size_t)3 * m->cfg.image_size * m->cfg.image_size;
     pixels = malloc(sizeof(float) * pix * (size_t)h.batch);
     tokens = malloc(sizeof(int32_t) * (size_t)m->cfg.context_length * (size_t)h.batch);
     if (!pixels || !tokens) goto nomem;
-    if (o->eval_data && h.eval_every > 0 &&
+    if (rank == 0 && o->eval_data && h.eval_every > 0 &&
         (st = eval_load(o->eval_data, o->eval_split, o->images, &m->cfg, tok, &ev)))
         goto done;
 
@@ -651,12 +679,13 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
             strcpy(out_alloc, ".");
         out = out_alloc;
     }
-    if ((st = sl_mkdir_p(out))) {
+    /* with several ranks only rank 0 writes (log, checkpoints) and evaluates */
+    if (rank == 0 && (st = sl_mkdir_p(out))) {
         free(out_alloc);
         goto done;
     }
     log_path = sl_path_join(out, "train_log.jsonl");
-    if (!log_path || !(logf = fopen(log_path, "a"))) {
+    if (!log_path || (rank == 0 && !(logf = fopen(log_path, "a")))) {
         st = sl_set_error(SL_ERR_IO, "%s: cannot open the log", log_path ? log_path : out);
         free(out_alloc);
         goto done;
@@ -665,14 +694,22 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
 
     int64_t stop = o->stop_after >= 0 && o->stop_after < h.steps ? o->stop_after : h.steps;
     const int B = h.batch, K = h.accum;
+    const int GB = B * world; /* pairs per micro-batch over every rank */
     double t0 = sl_now(), t_last = t0;
     int64_t first = sc[0];
     const int tty = isatty(fileno(stderr));
     if (res) res->step = first;
     const int64_t log_every = (stop - first) / 50 > 1 ? (stop - first) / 50 : 1;
-    if (!o->quiet)
+    if (!quiet) {
         SL_INFO("train: %zu samples, %zu parameters, steps %lld..%lld, batch %d x %d, lr %g", ds.n,
-                m->num_params, (long long)first, (long long)stop, B, K, h.lr);
+                m->num_params, (long long)first, (long long)stop, GB, K, h.lr);
+        if (gpu)
+            SL_INFO("train: cuda:%d, %s%s", cuda, bf16 ? "BF16 mixed precision" : "F32",
+                    world > 1 ? "" : " (one rank)");
+        if (world > 1)
+            SL_INFO("train: %d ranks (%s) of %d pairs each, loss over the global batch", world,
+                    sl_dist_backend(dist), B);
+    }
     for (int64_t step = first; step < stop && !st; step++) {
         double lr = sl_lr_cosine(h.lr, h.warmup, h.steps, step);
         double loss_sum = 0, gn = 0;
@@ -681,7 +718,8 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
             float loss = 0;
             if ((st = sl_loader_next(ld, B, pixels, tokens))) break;
             gpu_dirty = 1;
-            if ((st = sl_gpu_model_step(gpu, pixels, tokens, B, &loss, 1, &opt.cfg, lr, &gn)))
+            if ((st = sl_gpu_model_step_dp(gpu, dist, pixels, tokens, B, &loss, 1, &opt.cfg, lr,
+                                           &gn)))
                 break;
             loss_sum = loss;
         } else {
@@ -697,13 +735,13 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
             if ((st = sl_adamw_step(&opt, m, lr, 1.0 / K, &gn))) break;
         }
         double loss = loss_sum / K, now = sl_now();
-        double sps = (double)B * K / (now - t_last > 1e-9 ? now - t_last : 1e-9);
+        double sps = (double)GB * K / (now - t_last > 1e-9 ? now - t_last : 1e-9);
         double avg = (now - t0) / (double)(step + 1 - first);
-        double sps_avg = (double)B * K / (avg > 1e-9 ? avg : 1e-9);
+        double sps_avg = (double)GB * K / (avg > 1e-9 ? avg : 1e-9);
         t_last = now;
         if (res) res->last_loss = loss, res->step = step + 1;
         double r[6] = {-1, -1, -1, -1, -1, -1};
-        if (ev.n_images && h.eval_every > 0 && (step + 1) % h.eval_every == 0) {
+        if (rank == 0 && ev.n_images && h.eval_every > 0 && (step + 1) % h.eval_every == 0) {
             sl_retrieval_metrics mt;
             if ((st = gpu_pull(gpu, m, &opt, &gpu_dirty))) break;
             if ((st = eval_run(m, &ev, &mt))) break;
@@ -711,18 +749,21 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
             r[3] = mt.t2i.r1, r[4] = mt.t2i.r5, r[5] = mt.t2i.r10;
             if (res) res->eval_r1[0] = r[0], res->eval_r1[1] = r[3];
         }
-        fprintf(logf,
-                "{\"step\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
-                "\"samples_per_s\": %.4g",
-                (long long)(step + 1), loss, lr, gn, sps);
-        if (r[0] >= 0)
+        if (logf)
+            fprintf(logf,
+                    "{\"step\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
+                    "\"samples_per_s\": %.4g",
+                    (long long)(step + 1), loss, lr, gn, sps);
+        if (logf && r[0] >= 0)
             fprintf(logf,
                     ", \"i2t_r1\": %.4g, \"i2t_r5\": %.4g, \"i2t_r10\": %.4g, \"t2i_r1\": %.4g, "
                     "\"t2i_r5\": %.4g, \"t2i_r10\": %.4g",
                     r[0], r[1], r[2], r[3], r[4], r[5]);
-        fprintf(logf, "}\n");
-        fflush(logf);
-        if (!o->quiet) {
+        if (logf) {
+            fprintf(logf, "}\n");
+            fflush(logf);
+        }
+        if (!quiet) {
             char eta[32];
             sl_format_duration(eta, sizeof eta, avg * (double)(stop - step - 1));
             int last_step = step + 1 == stop;
@@ -740,7 +781,7 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
             }
         }
         int last = step + 1 == stop;
-        if (last || (h.save_every > 0 && (step + 1) % h.save_every == 0)) {
+        if (rank == 0 && (last || (h.save_every > 0 && (step + 1) % h.save_every == 0))) {
             if ((st = gpu_pull(gpu, m, &opt, &gpu_dirty))) break;
             st = save_checkpoint(&cc, m, &opt, step + 1, (int64_t)sl_loader_position(ld),
                                  sc[3] + (int64_t)sl_loader_skipped(ld), &h);
@@ -762,6 +803,7 @@ done:
     free(pixels);
     free(tokens);
     sl_gpu_model_free(gpu);
+    sl_dist_free(dist);
     sl_adamw_free(&opt);
     sl_train_model_free(m);
     sl_tokenizer_free(tok);

@@ -15,7 +15,8 @@
  * newest (atomic write); only the last `keep` are kept.
  *
  * With a CUDA device the step (forward, loss, backward, AdamW) runs on the
- * GPU; parameters, moments and the step count are copied back to the CPU
+ * GPU (BF16 mixed precision, or F32 with cuda-f32), on one rank or as one
+ * of a data-parallel group (see `device` below); parameters, moments and the step count are copied back to the CPU
  * model and optimizer before an eval or a checkpoint, so both (and resume)
  * are the CPU path's. A device that cannot be used fails before anything
  * is read or written.
@@ -60,9 +61,14 @@ typedef struct sl_train_opts {
     int keep;
     double weight_decay, beta1, beta2, eps, grad_clip;
     int quiet;
-    const char *device; /* NULL or "cpu": the CPU; "cuda[:N]" (or "cuda-f32[:N]", the same):
-                           each step on CUDA device N (trainer/model_gpu.h, F32; no BF16
-                           training yet), accum 1 only (SL_ERR_UNSUPPORTED otherwise) */
+    const char *device;    /* NULL or "cpu": the CPU; "cuda[:N]": each step on CUDA device N
+                              in BF16 mixed precision, "cuda-f32[:N]": in F32
+                              (trainer/model_gpu.h); accum 1 only (SL_ERR_UNSUPPORTED
+                              otherwise). Under mpirun or with SL_RANK / SL_WORLD_SIZE
+                              (trainer/dist.h) each rank trains on its share of the global
+                              batch (batch pairs per rank) on its local device unless
+                              N is given; rank 0 logs, evaluates and checkpoints. */
+    const char *dist_file; /* NCCL id file shared by the ranks (trainer/dist.h) */
 } sl_train_opts;
 
 /* Every field "not given". */

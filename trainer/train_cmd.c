@@ -38,9 +38,14 @@ void sl_cmd_train_help(FILE *out) {
           "  --weight-decay X  AdamW decay on weight matrices (default 0.2)\n"
           "  --grad-clip X     global gradient-norm clip (0: off)\n"
           "  --seed N          init, shuffle and augmentation seed\n"
-          "  --device NAME     cpu (default), cuda[:N]: each step on CUDA device N in F32\n"
-          "                    (cuda-f32[:N] is the same; no BF16 training yet); --accum 1\n"
-          "                    only on a GPU for now\n"
+          "  --device NAME     cpu (default); cuda[:N]: each step on CUDA device N in BF16\n"
+          "                    mixed precision (F32 master weights); cuda-f32[:N]: in F32;\n"
+          "                    --accum 1 only on a GPU for now\n"
+          "several GPUs (one process per GPU, NCCL; rank 0 logs, evaluates, checkpoints):\n"
+          "  mpirun -np G sightline train --device cuda ...   (ranks from Open MPI), or\n"
+          "  SL_RANK=r SL_WORLD_SIZE=G sightline train --device cuda --dist-file F ...\n"
+          "  --dist-file F     file on a filesystem every rank sees, for the NCCL id\n"
+          "                    (default $SL_DIST_FILE); --batch is per rank\n"
           "output:\n"
           "  --out DIR         checkpoints step-N/ (HF layout + trainer_state.safetensors),\n"
           "                    latest, train_log.jsonl\n"
@@ -108,6 +113,7 @@ int sl_cmd_train(int argc, char **argv) {
         O_CLIP,
         O_QUIET,
         O_DEVICE,
+        O_DIST_FILE,
         O_HELP
     };
     static const struct option lo[] = {{"config", required_argument, 0, O_CONFIG},
@@ -137,6 +143,7 @@ int sl_cmd_train(int argc, char **argv) {
                                        {"grad-clip", required_argument, 0, O_CLIP},
                                        {"quiet", no_argument, 0, O_QUIET},
                                        {"device", required_argument, 0, O_DEVICE},
+                                       {"dist-file", required_argument, 0, O_DIST_FILE},
                                        {"help", no_argument, 0, O_HELP},
                                        {0, 0, 0, 0}};
     sl_train_opts o;
@@ -236,6 +243,9 @@ int sl_cmd_train(int argc, char **argv) {
                 }
                 break;
             }
+            case O_DIST_FILE:
+                o.dist_file = optarg;
+                break;
             case 'h':
             case O_HELP:
                 sl_cmd_train_help(stdout);
