@@ -15,7 +15,8 @@
 #   BUILD=build-gpu      build directory (kept: a rerun rebuilds incrementally)
 #   BUDGET=540           seconds for the whole script; each step's limit is cut
 #                        to what is left (the device tool allows 600 a command)
-#   STEPS="deps build ctest bench parity index train search sanitize"   the steps to run
+#   STEPS="deps build ctest bench parity index train trainbench search sanitize"
+#                        the steps to run
 #   N_JPEGS=20000        corpus size for the index step
 #   QUICK=1              tiny settings everywhere (a dry run of the script)
 #   INDEX_DEVICE=cuda    --device of the index step (cpu: try the step without a GPU)
@@ -49,8 +50,10 @@
 # cores of the development machine), ctest -L cuda ~20 s [150],
 # models ~15 s [90], encoder B/32 ~50 s [170], B/16 ~35 s [130], parity
 # ~15 s [90 + 2 x 60], JPEGs ~6 s [120], index build x 2 ~30 s [2 x 150],
-# search ~25 s [120], compute-sanitizer: what is left, up to 120 s a test.
-# Typical total ~4-6 minutes; BUDGET keeps it under 9 (the summary and the
+# trainbench (bench_train, ViT-B/32 BF16 + F32 beside PyTorch) ~90-120 s
+# [60 + 45 + 120 + 75], search ~25 s [120], compute-sanitizer: what is
+# left, up to 120 s a test.
+# Typical total ~5-8 minutes; BUDGET keeps it under 9 (the summary and the
 # archive are written even when a step overruns). STEPS splits a session in
 # two calls if needed (e.g. STEPS="build sanitize": an incremental build
 # when build-gpu is still there).
@@ -65,7 +68,7 @@ BUILD=${BUILD:-$ROOT/build-gpu}
 mkdir -p "$BUILD" && BUILD=$(cd "$BUILD" && pwd) || exit 1
 cd "$ROOT" || exit 1
 BUDGET=${BUDGET:-540}
-STEPS=${STEPS:-deps build ctest bench parity index train search sanitize}
+STEPS=${STEPS:-deps build ctest bench parity index train trainbench search sanitize}
 N_JPEGS=${N_JPEGS:-20000}
 QUICK=${QUICK:-0}
 INDEX_DEVICE=${INDEX_DEVICE:-cuda}
@@ -456,7 +459,7 @@ main() {
 
     # ------------------------------------------------------------------
     if has_step train && ((built)); then
-        section "t. sightline train --device cuda against --device cpu (tiny config, 20 steps)"
+        section "t. sightline train on cpu, cuda-f32, cuda (BF16) and 2 ranks (tiny config, 20 steps)"
         local J=$WORK/jpegs T=$WORK/train
         [ -d "$J" ] || run "$LOGS/jpegs_train.log" 120 "$BJ" --out "$J" --n 512
         rm -rf "$T" && mkdir -p "$T"
@@ -468,25 +471,118 @@ main() {
         cut -f2 "$T/data.tsv" >"$T/captions.txt"
         run "$LOGS/train_tok.log" 60 "$SL" tokenizer train --captions "$T/captions.txt" --out "$T/tok" \
             --vocab-size 600
-        local dev
-        for dev in cpu cuda; do
-            run "$LOGS/train_$dev.log" 120 "$SL" train --config "$ROOT/etc/train/tiny.json" \
-                --tokenizer "$T/tok" --data "$T/data.tsv" --out "$T/out-$dev" --steps 20 \
-                --no-augment --no-shuffle --device "$dev" --quiet
+        # the CPU, the GPU in F32 (parity) and in BF16 (mixed precision), then two
+        # data-parallel ranks sharing the GPU (NCCL_HOSTID per rank: NCCL refuses
+        # two ranks on one GPU of one host) with half the batch each
+        local dev common=(--config "$ROOT/etc/train/tiny.json" --tokenizer "$T/tok"
+            --data "$T/data.tsv" --steps 20 --no-augment --no-shuffle --quiet)
+        for dev in cpu cuda-f32 cuda; do
+            run "$LOGS/train_$dev.log" 120 "$SL" train "${common[@]}" --out "$T/out-$dev" \
+                --device "$dev"
             echo "  train --device $dev: rc=$? in ${LAST_SECS}s"
         done
-        if [ -f "$T/out-cpu/train_log.jsonl" ] && [ -f "$T/out-cuda/train_log.jsonl" ]; then
-            local cmp
-            cmp=$(paste "$T/out-cpu/train_log.jsonl" "$T/out-cuda/train_log.jsonl" | awk -F'\t' '
+        local half
+        half=$(awk -F: '/"batch"/ { gsub(/[ ,]/, "", $2); print int($2 / 2) }' "$ROOT/etc/train/tiny.json")
+        rm -f "$T/dist.id"
+        local r pids=()
+        for r in 0 1; do
+            run "$LOGS/train_dp$r.log" 150 env SL_RANK=$r SL_WORLD_SIZE=2 \
+                NCCL_HOSTID="sl-gpu-run-rank$r" NCCL_SOCKET_IFNAME=lo NCCL_IB_DISABLE=1 \
+                "$SL" train "${common[@]}" --out "$T/out-dp" --device cuda-f32 --batch "$half" \
+                --dist-file "$T/dist.id" &
+            pids+=($!)
+        done
+        local rcs=""
+        for r in 0 1; do
+            wait "${pids[$r]}"
+            rcs="$rcs $?"
+        done
+        echo "  train, 2 ranks x batch $half on one GPU (cuda-f32): rc$rcs"
+        # max relative loss difference of two train logs (step by step)
+        cmp_logs() {
+            paste "$1" "$2" | awk -F'\t' '
                 { match($1, /"loss": [-0-9.e+]+/); a = substr($1, RSTART + 8, RLENGTH - 8) + 0;
                   match($2, /"loss": [-0-9.e+]+/); b = substr($2, RSTART + 8, RLENGTH - 8) + 0;
                   d = a - b; if (d < 0) d = -d; r = d / (a < 0 ? -a : a);
                   if (r > m) m = r; n++; last_a = a; last_b = b }
-                END { printf "%d steps, max relative loss difference %.3g (final loss cpu %.6f gpu %.6f)", n, m, last_a, last_b }')
-            echo "  $cmp"
-            summ "train cpu vs cuda: $cmp"
+                END { printf "%d steps, max relative loss difference %.3g (final loss %.6f vs %.6f)", n, m, last_a, last_b }'
+        }
+        local a b what
+        for what in "cpu cuda-f32" "cpu cuda" "cuda-f32 dp"; do
+            read -r a b <<<"$what"
+            if [ -f "$T/out-$a/train_log.jsonl" ] && [ -f "$T/out-$b/train_log.jsonl" ]; then
+                local cmp
+                cmp=$(cmp_logs "$T/out-$a/train_log.jsonl" "$T/out-$b/train_log.jsonl")
+                echo "  $a vs $b: $cmp"
+                summ "train $a vs $b: $cmp"
+            else
+                local lg=$LOGS/train_$b.log
+                [ "$b" = dp ] && lg=$LOGS/train_dp0.log
+                summ "train $a vs $b: no comparison ($(tail -n1 "$lg"))"
+            fi
+        done
+        summ "  (dp = 2 ranks on one GPU, batch $half each, vs one rank with batch $((2 * half)); F32: expect <= 1e-5; BF16 vs cpu: expect ~1e-2)"
+    fi
+
+    # ------------------------------------------------------------------
+    # Training speed: ViT-B/32, sightline's GPU step beside PyTorch eager AMP
+    # (bench/train.c, bench/train_ref.py), BF16 then F32. Typical ~1.5-2 min.
+    if has_step trainbench && ((built)); then
+        section "t2. training speed: ViT-B/32 on the GPU beside PyTorch eager (bench_train)"
+        local BT=$BIN/bench/bench_train
+        # not among the build step's targets: built here (incremental: a few seconds)
+        run "$LOGS/build_bench_train.log" 60 cmake --build "$BUILD" -j"$JOBS" --target bench_train ||
+            tail_log "$LOGS/build_bench_train.log" 20
+        if [ ! -x "$BT" ]; then
+            summ "trainbench: no bench_train (see build_bench_train.log)"
+        elif [ -z "$PYMAKE" ]; then
+            summ "trainbench: no Python with torch to write the checkpoint: not run"
         else
-            summ "train cpu vs cuda: no comparison ($(tail -n1 "$LOGS/train_cuda.log"))"
+            local py=${PYREF:-$PYMAKE} vt=1
+            [ -n "$PYREF" ] || vt=0
+            if [ -n "$PYREF" ]; then
+                echo "--- the PyTorch baseline computes train_ref.loss_of (AMP on the GPU vs float32 on the CPU, small model) ---"
+                run "$LOGS/trainbench_check.log" 45 "$PYREF" bench/train_ref.py check cuda amp
+                sed 's/^/  /' "$LOGS/trainbench_check.log" | grep -v Warning | tail -n 3
+                local chk
+                chk=$(grep -E '^(loss|train_ref check)' "$LOGS/trainbench_check.log" | tr '\n' ' ')
+                summ "trainbench reference check: ${chk:-no result}"
+            else
+                summ "trainbench: PyTorch reference NOT run (no torch with CUDA)"
+            fi
+            local dv
+            for dv in cuda cuda-f32; do
+                local steps=20 vb=256 lim=120
+                [ $dv = cuda-f32 ] && steps=10 lim=75
+                ((q)) && steps=3 vb=16
+                echo "--- bench_train --device $dv --vitb32 $steps --vitb32-batch $vb --vitb32-torch $vt ---"
+                run "$LOGS/trainbench_$dv.log" $lim "$BT" --device $dv --vitb32 $steps --vitb32-batch $vb \
+                    --vitb32-torch $vt --python "$py" --threads "$(nproc)" --settle 2
+                local rc=$?
+                sed 's/^/  /' "$LOGS/trainbench_$dv.log" | grep -v '^  RESULT'
+                # (a RESULT line also when only the PyTorch run failed: rc 1, its fields -1)
+                if grep -q '^RESULT' "$LOGS/trainbench_$dv.log"; then
+                    grep '^RESULT' "$LOGS/trainbench_$dv.log" | awk '{
+                        for (i = 2; i <= NF; i++) { split($i, kv, "="); r[kv[1]] = kv[2] }
+                        printf "trainbench ViT-B/32 %s %s batch %s: sightline %.1f samples/s = %.1f TFLOP/s, MFU %.1f%% (of %s)",
+                            r["device"], r["dtype"], r["batch"], r["sl_per_s"], r["sl_tflops"], 100 * r["sl_mfu"], r["peak_tflops"]
+                        if (r["torch_per_s"] > 0) {
+                            printf "; PyTorch eager %s %.1f samples/s (inputs on GPU), MFU %.1f%%; sightline/PyTorch %.2fx",
+                                (r["dtype"] == "bf16" ? "AMP" : "F32"), r["torch_per_s"], 100 * r["torch_mfu"], r["ratio"]
+                            if (r["dtype"] == "bf16") printf " (target >= 1.0x: %s)", (r["ratio"] >= 1.0 ? "met" : "NOT met")
+                            printf "; vs host-fed PyTorch (%.1f/s) %.2fx; AdamW %s, attn %s, torch %s",
+                                r["torch_host_per_s"], r["ratio_host"], r["adamw"], r["attn"], r["torch"]
+                        }
+                        printf "; GPU MB sightline %s, torch %s (reserved %s); first loss %s vs %s\n",
+                            r["sl_gpu_mb"], r["torch_gpu_mb"], r["torch_reserved_mb"], r["sl_loss0"], r["torch_loss0"]
+                        sub(/^RESULT /, "")
+                        print "  raw: " $0
+                    }' >>"$SUMMARY"
+                    ((rc == 0)) || summ "  trainbench $dv: rc=$rc: $(grep -v '^RESULT' "$LOGS/trainbench_$dv.log" | tail -n1)"
+                else
+                    summ "trainbench $dv: FAILED or skipped (rc=$rc): $(grep -v '^RESULT' "$LOGS/trainbench_$dv.log" | tail -n1)"
+                fi
+            done
         fi
     fi
 
