@@ -462,6 +462,16 @@ extern "C" sl_status sl_gpu_model_set_precision(sl_gpu_model *g, sl_gpu_precisio
     if (p != SL_GPU_F32 && p != SL_GPU_BF16)
         return sl_set_error(SL_ERR_INVALID, "gpu model: unknown precision %d", (int)p);
     CU(g, cudaSetDevice(g->dev), "set device");
+    if (p == SL_GPU_BF16) {
+        int major = 0;
+        CU(g, cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, g->dev),
+           "device attribute");
+        if (major < 8)
+            return sl_set_error(SL_ERR_UNSUPPORTED,
+                                "cuda:%d: BF16 training needs compute capability 8.0 or newer "
+                                "(use cuda-f32)",
+                                g->dev);
+    }
     if (p == SL_GPU_BF16 && !g->params_bf16)
         CU(g, cudaMalloc((void **)&g->params_bf16, g->num_params * sizeof(uint16_t)),
            "malloc (BF16 parameters)");
@@ -826,7 +836,13 @@ static sl_status dp_buffers(sl_gpu_model *g, int world) {
                         sl_loss_infonce_shard_scratch_size(bmax, world);
     g->dp_host = (float *)malloc(host * sizeof(float));
     if (!g->dp_host) return sl_set_error(SL_ERR_NOMEM, "gpu model: out of memory (sharded loss)");
-    CU(g, cudaMalloc((void **)&g->dp_dev, 4 * Nd * sizeof(float)), "malloc (sharded loss)");
+    cudaError_t e = cudaMalloc((void **)&g->dp_dev, 4 * Nd * sizeof(float));
+    if (e != cudaSuccess) {
+        free(g->dp_host);
+        g->dp_host = NULL;
+        g->dp_dev = NULL;
+        return cu_fail(g->dev, e, "malloc (sharded loss)");
+    }
     g->dp_world = world;
     return SL_OK;
 }

@@ -456,6 +456,28 @@ static sl_status eval_run(sl_train_model *m, const eval_set *e, sl_retrieval_met
 
 /* ---- the run ------------------------------------------------------------ */
 
+/* Data parallelism: every rank learns whether any rank failed (st) and,
+ * with sum, the sum over ranks of *sum (blocking, one host all-reduce).
+ * Every rank must call it at the same points: after the set-up, after each
+ * batch is loaded, around evals and checkpoints (rank 0's work), so that a
+ * failure on one rank stops all of them instead of leaving the others
+ * waiting in a collective. A rank keeps its own error; the others get one
+ * saying that another rank failed. */
+static sl_status group_check(sl_dist *d, sl_status st, double *sum) {
+    if (!d || sl_dist_world(d) == 1) return st;
+    double v[2] = {st != SL_OK ? 1.0 : 0.0, sum ? *sum : 0.0};
+    char keep[512];
+    snprintf(keep, sizeof keep, "%s", st != SL_OK ? sl_last_error() : "");
+    sl_status cs = sl_dist_all_reduce_sum_f64_host(d, v, 2);
+    if (st != SL_OK) return sl_set_error(st, "%s", keep);
+    if (cs != SL_OK) return cs;
+    if (sum) *sum = v[1];
+    if (v[0] > 0)
+        return sl_set_error(SL_ERR_EXTERNAL, "train: rank %d stops: another rank failed (%g of %d)",
+                            sl_dist_rank(d), v[0], sl_dist_world(d));
+    return SL_OK;
+}
+
 /* The GPU's parameters, moments and step count into the CPU model and opt
  * when they are newer there (*dirty), for an eval or a checkpoint. */
 static sl_status gpu_pull(sl_gpu_model *g, sl_train_model *m, sl_adamw *opt, int *dirty) {
@@ -480,6 +502,7 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
     int bf16 = 0;                 /* --device cuda: BF16 mixed precision; cuda-f32: F32 */
     sl_dist *dist = NULL;         /* data parallelism: a group of more than one rank */
     int rank = 0, world = 1;
+    int set_up = 0; /* the group passed its set-up check (group_check), or has none */
     sl_train_dataset ds;
     memset(&ds, 0, sizeof ds);
     sl_loader *ld = NULL;
@@ -631,10 +654,6 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
         if ((st = sl_gpu_model_create(cuda, m, h.batch, &gpu))) goto done;
         if (bf16 && (st = sl_gpu_model_set_precision(gpu, SL_GPU_BF16))) goto done;
         if ((st = sl_gpu_model_upload_state(gpu, m->params_mem, opt.m, opt.v, opt.t))) goto done;
-        /* every rank from rank 0's state (fresh models differ by nothing but
-         * this makes it a guarantee) */
-        if (dist && (st = sl_gpu_model_dp_sync(gpu, dist))) goto done;
-        gpu_dirty = dist != NULL;
     }
 
     /* Data */
@@ -656,7 +675,16 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
     lo.prefetch = 2 * h.batch < 4096 ? 2 * h.batch : 4096;
     lo.shard_rank = rank;
     lo.shard_world = world;
-    if ((st = sl_loader_create(&ds, tok, &lo, (uint64_t)sc[1], &ld))) goto done;
+    /* the checkpoint's data position counts samples of the whole stream:
+     * each of G ranks has consumed 1/G of them */
+    if (sc[1] % world) {
+        st = sl_set_error(SL_ERR_INVALID,
+                          "train: the checkpoint's data position %lld is not a multiple of the "
+                          "%d ranks (resume with a group size that divides it)",
+                          (long long)sc[1], world);
+        goto done;
+    }
+    if ((st = sl_loader_create(&ds, tok, &lo, (uint64_t)(sc[1] / world), &ld))) goto done;
     size_t pix = (size_t)3 * m->cfg.image_size * m->cfg.image_size;
     pixels = malloc(sizeof(float) * pix * (size_t)h.batch);
     tokens = malloc(sizeof(int32_t) * (size_t)m->cfg.context_length * (size_t)h.batch);
@@ -691,6 +719,15 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
         goto done;
     }
     ckpt_ctx cc = {out, tok_dir, h.keep};
+    /* the group: every rank set up (rank 0's output and eval data too), then
+     * every rank from rank 0's parameters and moments (fresh models differ
+     * by nothing but this makes it a guarantee) */
+    if (dist) {
+        set_up = 1;
+        if ((st = group_check(dist, SL_OK, NULL))) goto done;
+        if ((st = sl_gpu_model_dp_sync(gpu, dist))) goto done;
+        gpu_dirty = 1;
+    }
 
     int64_t stop = o->stop_after >= 0 && o->stop_after < h.steps ? o->stop_after : h.steps;
     const int B = h.batch, K = h.accum;
@@ -716,7 +753,8 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
         if (gpu) {
             /* K == 1: one micro-batch, the update on the GPU */
             float loss = 0;
-            if ((st = sl_loader_next(ld, B, pixels, tokens))) break;
+            st = group_check(dist, sl_loader_next(ld, B, pixels, tokens), NULL);
+            if (st) break;
             gpu_dirty = 1;
             if ((st = sl_gpu_model_step_dp(gpu, dist, pixels, tokens, B, &loss, 1, &opt.cfg, lr,
                                            &gn)))
@@ -741,14 +779,21 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
         t_last = now;
         if (res) res->last_loss = loss, res->step = step + 1;
         double r[6] = {-1, -1, -1, -1, -1, -1};
-        if (rank == 0 && ev.n_images && h.eval_every > 0 && (step + 1) % h.eval_every == 0) {
+        const int last = step + 1 == stop;
+        /* evals and checkpoints: rank 0's work, at steps every rank knows */
+        const int eval_step = o->eval_data && h.eval_every > 0 && (step + 1) % h.eval_every == 0;
+        const int save_step = last || (h.save_every > 0 && (step + 1) % h.save_every == 0);
+        if (rank == 0 && eval_step && ev.n_images) {
             sl_retrieval_metrics mt;
-            if ((st = gpu_pull(gpu, m, &opt, &gpu_dirty))) break;
-            if ((st = eval_run(m, &ev, &mt))) break;
-            r[0] = mt.i2t.r1, r[1] = mt.i2t.r5, r[2] = mt.i2t.r10;
-            r[3] = mt.t2i.r1, r[4] = mt.t2i.r5, r[5] = mt.t2i.r10;
-            if (res) res->eval_r1[0] = r[0], res->eval_r1[1] = r[3];
+            st = gpu_pull(gpu, m, &opt, &gpu_dirty);
+            if (!st) st = eval_run(m, &ev, &mt);
+            if (!st) {
+                r[0] = mt.i2t.r1, r[1] = mt.i2t.r5, r[2] = mt.i2t.r10;
+                r[3] = mt.t2i.r1, r[4] = mt.t2i.r5, r[5] = mt.t2i.r10;
+                if (res) res->eval_r1[0] = r[0], res->eval_r1[1] = r[3];
+            }
         }
+        if (eval_step && (st = group_check(dist, st, NULL))) break;
         if (logf)
             fprintf(logf,
                     "{\"step\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
@@ -780,11 +825,19 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
                 fflush(stderr);
             }
         }
-        int last = step + 1 == stop;
-        if (rank == 0 && (last || (h.save_every > 0 && (step + 1) % h.save_every == 0))) {
-            if ((st = gpu_pull(gpu, m, &opt, &gpu_dirty))) break;
-            st = save_checkpoint(&cc, m, &opt, step + 1, (int64_t)sl_loader_position(ld),
-                                 sc[3] + (int64_t)sl_loader_skipped(ld), &h);
+        if (save_step) {
+            /* samples skipped on every rank; the stream position (each rank
+             * has consumed position x world samples of the stream) */
+            double skipped = (double)sl_loader_skipped(ld);
+            if ((st = group_check(dist, SL_OK, &skipped))) break;
+            if (rank == 0) {
+                st = gpu_pull(gpu, m, &opt, &gpu_dirty);
+                if (!st)
+                    st = save_checkpoint(&cc, m, &opt, step + 1,
+                                         (int64_t)sl_loader_position(ld) * world,
+                                         sc[3] + (int64_t)skipped, &h);
+            }
+            if ((st = group_check(dist, st, NULL))) break;
         }
     }
     if (res) res->skipped = (uint64_t)sc[3] + sl_loader_skipped(ld);
@@ -796,6 +849,9 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
 nomem:
     st = sl_set_error(SL_ERR_NOMEM, "out of memory");
 done:
+    /* a rank that fails before the group's set-up check still meets the
+     * others there, so that they stop too */
+    if (dist && !set_up) group_check(dist, st ? st : SL_ERR_INVALID, NULL);
     if (logf) fclose(logf);
     eval_free(&ev);
     sl_loader_free(ld);

@@ -10,7 +10,12 @@
  * layout), step, data_position, seed, skipped (I64), and the run's
  * hyper-parameters as metadata "train_config" (JSON). The augmentation and
  * shuffle generators are functions of (seed, stream position), so the seed
- * and the data position are the whole RNG state. A checkpoint is written
+ * and the data position are the whole RNG state. The data position counts
+ * samples of the whole stream: a data-parallel group of G ranks resumes
+ * with each rank at 1/G of it (G must divide it). In a group, a failure on
+ * one rank (loading a batch, rank 0's evals and checkpoints, set-up) stops
+ * every rank at the next agreed point instead of leaving them waiting in a
+ * collective. A checkpoint is written
  * to a temporary directory and renamed into place; OUT/latest names the
  * newest (atomic write); only the last `keep` are kept.
  *

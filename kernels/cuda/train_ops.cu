@@ -1410,7 +1410,8 @@ extern "C" sl_status sl_cu_bf16_scratch(sl_cu_train *ctx, int slot, size_t elems
     if (slot < 0 || slot > 1)
         return sl_set_error(SL_ERR_INVALID, "sl_cu_bf16_scratch: slot %d", slot);
     if (elems > ctx->bf_slot_elems[slot]) {
-        // grows once per shape seen; cudaFree waits for the work using the old buffer
+        // grows once per shape seen; the queued work using the old buffer first
+        CU_TRY(ctx, cudaStreamSynchronize(ctx->stream), "bf16 scratch (synchronize)");
         if (ctx->bf_slot[slot]) cudaFree(ctx->bf_slot[slot]);
         ctx->bf_slot[slot] = NULL;
         ctx->bf_slot_elems[slot] = 0;

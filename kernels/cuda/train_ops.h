@@ -224,7 +224,8 @@ sl_status sl_cu_f32_to_bf16_2d(sl_cu_train *ctx, uint16_t *dst, const float *src
 
 /* A device buffer of at least `elems` BF16 values, slot 0 or 1, owned by
  * the context and reused: valid until the next call for the same slot with
- * a larger size (growing frees the old one, which waits for the device). */
+ * a larger size (growing waits for the context's stream, then frees the
+ * old one). */
 sl_status sl_cu_bf16_scratch(sl_cu_train *ctx, int slot, size_t elems, uint16_t **out);
 
 /* Column-major C [m, n] (F32, ldc) = op(A) op(B) + beta C with A, B BF16
