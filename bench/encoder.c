@@ -45,6 +45,7 @@
  * table, one "PARITY ..." line per comparison and PASS/FAIL; exit 0 when
  * all pass, 1 otherwise, 77 without a usable CUDA device.
  */
+#include "bench/bench_gpu_mem.h"
 #include "sightline/common.h"
 #include "sightline/encoder.h"
 #include "sightline/sightline.h"
@@ -58,10 +59,6 @@
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#ifdef SL_BENCH_CUDA
-#include <cuda_runtime_api.h>
-#endif
 
 #ifndef SL_SOURCE_DIR
 #define SL_SOURCE_DIR "."
@@ -83,36 +80,6 @@ static double median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
-
-/* ------------------------------------------------------------------------ */
-/* Device memory (CUDA builds)                                              */
-/* ------------------------------------------------------------------------ */
-
-#ifdef SL_BENCH_CUDA
-static size_t mem_free0, mem_min_free;
-static int mem_on;
-static void mem_begin(int dev) {
-    size_t f, t;
-    mem_on = cudaSetDevice(dev) == cudaSuccess && cudaFree(0) == cudaSuccess &&
-             cudaMemGetInfo(&f, &t) == cudaSuccess;
-    if (mem_on) mem_free0 = mem_min_free = f;
-}
-static void mem_sample(void) {
-    size_t f, t;
-    if (mem_on && cudaMemGetInfo(&f, &t) == cudaSuccess && f < mem_min_free) mem_min_free = f;
-}
-static double mem_used_mb(void) {
-    return mem_on ? (double)(mem_free0 - mem_min_free) / 1048576.0 : -1;
-}
-#else
-static void mem_begin(int dev) {
-    (void)dev;
-}
-static void mem_sample(void) {}
-static double mem_used_mb(void) {
-    return -1;
-}
-#endif
 
 /* ------------------------------------------------------------------------ */
 /* sightline side (in a child process)                                      */

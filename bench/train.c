@@ -52,6 +52,7 @@
  * status 1). Exits 77 without a usable CUDA device (or without
  * CUDA in this build), before any data is written.
  */
+#include "bench/bench_gpu_mem.h"
 #include "bench/bench_util.h"
 #include "sightline/common.h"
 #include "trainer/model.h"
@@ -66,10 +67,6 @@
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#ifdef SL_BENCH_CUDA
-#include <cuda_runtime_api.h>
-#endif
 
 #ifndef SL_SOURCE_DIR
 #define SL_SOURCE_DIR "."
@@ -133,55 +130,6 @@ static double step_flops(const sl_clip_config *c, int B) {
         c->text.layers * (2 * Tt * (4 * Wt * Wt + 2 * Wt * Mt) + 4 * Tt * Tt * Wt) + 2 * Wt * D;
     return B * (3 * (fimg + ftxt) + 2 * fp) + 3 * (2.0 * B * B * D);
 }
-
-/* Device memory in use beyond the CUDA context (cudaMemGetInfo: after
- * mem_begin, the lowest free memory seen by mem_sample), and pinned host
- * buffers (the step's upload at full PCIe speed), in CUDA builds; elsewhere
- * -1 and malloc. */
-#ifdef SL_BENCH_CUDA
-static size_t mem_free0, mem_min_free;
-static int mem_on;
-static void mem_begin(int dev) {
-    size_t f, t;
-    mem_on = cudaSetDevice(dev) == cudaSuccess && cudaFree(0) == cudaSuccess &&
-             cudaMemGetInfo(&f, &t) == cudaSuccess;
-    if (mem_on) mem_free0 = mem_min_free = f;
-}
-static void mem_sample(void) {
-    size_t f, t;
-    if (mem_on && cudaMemGetInfo(&f, &t) == cudaSuccess && f < mem_min_free) mem_min_free = f;
-}
-static double mem_used_mb(void) {
-    return mem_on ? (double)(mem_free0 - mem_min_free) / 1048576.0 : -1;
-}
-static void *host_alloc(size_t bytes, int *pinned) {
-    void *p = NULL;
-    *pinned = cudaMallocHost(&p, bytes) == cudaSuccess;
-    return *pinned ? p : malloc(bytes);
-}
-static void host_free(void *p, int pinned) {
-    if (pinned)
-        cudaFreeHost(p);
-    else
-        free(p);
-}
-#else
-static void mem_begin(int dev) {
-    (void)dev;
-}
-static void mem_sample(void) {}
-static double mem_used_mb(void) {
-    return -1;
-}
-static void *host_alloc(size_t bytes, int *pinned) {
-    *pinned = 0;
-    return malloc(bytes);
-}
-static void host_free(void *p, int pinned) {
-    (void)pinned;
-    free(p);
-}
-#endif
 
 /* ------------------------------------------------------------------------ */
 /* sightline side (in a child process)                                      */

@@ -23,6 +23,7 @@
 #include "kernels/kernels.h"
 #include "sightline/sightline.h"
 #include "testproc.h"
+#include "testmodel.h"
 #include "testutil.h"
 #include "trainer/dist.h"
 #include "trainer/model.h"
@@ -38,18 +39,8 @@
 #define LR       1e-3
 
 static sl_clip_config small_config(void) {
-    sl_clip_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.vision = (sl_tower_config){32, 2, 2, 64, SL_ACT_QUICK_GELU, 1e-5f};
-    cfg.text = (sl_tower_config){24, 2, 3, 48, SL_ACT_GELU, 1e-5f};
-    cfg.image_size = 16;
-    cfg.patch_size = 4;
-    cfg.context_length = 8;
-    cfg.vocab_size = 50;
-    cfg.embed_dim = 12;
-    cfg.eos_token_id = 49;
-    for (int c = 0; c < 3; c++) cfg.image_mean[c] = 0.5f, cfg.image_std[c] = 0.25f;
-    return cfg;
+    return sl_test_clip_config((sl_tower_config){32, 2, 2, 64, SL_ACT_QUICK_GELU, 1e-5f},
+                               (sl_tower_config){24, 2, 3, 48, SL_ACT_GELU, 1e-5f});
 }
 
 /* The global batches of both steps: [NSTEP][2 BH] pairs. */
@@ -112,13 +103,7 @@ static int child(const char *dir, int rank, int shared) {
     make_batches(&cfg, pixels, tokens);
     sl_dist *d = NULL;
     if (rank >= 0) {
-        if (shared) {
-            char host[64];
-            snprintf(host, sizeof host, "sl-test-dp-rank%d", rank);
-            setenv("NCCL_HOSTID", host, 1);
-            setenv("NCCL_SOCKET_IFNAME", "lo", 0);
-            setenv("NCCL_IB_DISABLE", "1", 0);
-        }
+        if (shared) sl_test_nccl_share_gpu("sl-test-dp", rank);
         char idf[600];
         snprintf(idf, sizeof idf, "%s/dp.id", dir);
         sl_dist_opts o;

@@ -30,6 +30,7 @@
  * cuda:N, then skips (77).
  */
 #include "sightline/sightline.h"
+#include "testmodel.h"
 #include "testutil.h"
 #include "trainer/model.h"
 #include "trainer/model_gpu.h"
@@ -70,20 +71,9 @@ static void *xmalloc(size_t bytes) {
 }
 
 static sl_clip_config small_config(void) {
-    sl_clip_config cfg;
-    memset(&cfg, 0, sizeof cfg);
     /* width, layers, heads, mlp width, activation, LayerNorm eps */
-    cfg.vision = (sl_tower_config){32, 2, 2, 64, SL_ACT_QUICK_GELU, 1e-5f};
-    cfg.text = (sl_tower_config){24, 2, 3, 48, SL_ACT_GELU, 1e-5f};
-    cfg.image_size = 16;
-    cfg.patch_size = 4;
-    cfg.context_length = 8;
-    cfg.vocab_size = 50;
-    cfg.embed_dim = 12;
-    cfg.eos_token_id = 49;
-    cfg.pool_argmax = 0;
-    for (int c = 0; c < 3; c++) cfg.image_mean[c] = 0.5f, cfg.image_std[c] = 0.25f;
-    return cfg;
+    return sl_test_clip_config((sl_tower_config){32, 2, 2, 64, SL_ACT_QUICK_GELU, 1e-5f},
+                               (sl_tower_config){24, 2, 3, 48, SL_ACT_GELU, 1e-5f});
 }
 
 /* One layer per tower (the last block is the first), the other

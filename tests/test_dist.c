@@ -405,13 +405,7 @@ static int child_world1(const char *dir) {
 
 /* Child: rank `rank` of 2. Exit 3 when init fails on a shared GPU. */
 static int child_rank(const char *path, int rank, int device, int shared) {
-    if (shared) {
-        char host[64];
-        snprintf(host, sizeof host, "sl-test-dist-rank%d", rank);
-        setenv("NCCL_HOSTID", host, 1);
-        setenv("NCCL_SOCKET_IFNAME", "lo", 0);
-        setenv("NCCL_IB_DISABLE", "1", 0);
-    }
+    if (shared) sl_test_nccl_share_gpu("sl-test-dist", rank);
     sl_dist_opts o;
     sl_dist_opts_init(&o);
     o.world = 2;

@@ -11,6 +11,7 @@
  */
 #include "sightline/encoder.h"
 #include "sightline/safetensors.h"
+#include "testmodel.h"
 #include "testutil.h"
 #include "trainer/model.h"
 
@@ -93,18 +94,9 @@ done:
 
 /* Random init, a forward/backward, save -> load bit-exact. */
 static void test_create_roundtrip(const char *tmp) {
-    sl_clip_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.vision = (sl_tower_config){32, 2, 2, 64, SL_ACT_QUICK_GELU, 1e-5f};
-    cfg.text = (sl_tower_config){16, 1, 2, 48, SL_ACT_GELU, 1e-5f};
-    cfg.image_size = 16;
-    cfg.patch_size = 4;
-    cfg.context_length = 8;
-    cfg.vocab_size = 50;
-    cfg.embed_dim = 12;
-    cfg.eos_token_id = 49;
-    cfg.pool_argmax = 0;
-    for (int c = 0; c < 3; c++) cfg.image_mean[c] = 0.5f, cfg.image_std[c] = 0.25f;
+    sl_clip_config cfg =
+        sl_test_clip_config((sl_tower_config){32, 2, 2, 64, SL_ACT_QUICK_GELU, 1e-5f},
+                            (sl_tower_config){16, 1, 2, 48, SL_ACT_GELU, 1e-5f});
     sl_train_model *m = NULL, *m2 = NULL;
     CHECK_OK(sl_train_model_create(&cfg, 4, 42, &m));
     if (!m) return;

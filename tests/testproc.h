@@ -9,6 +9,8 @@
 #include "sightline/sightline.h"
 
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -40,6 +42,18 @@ static inline void sl_test_wait_children(pid_t *pids, int *codes, int n, double 
         }
         usleep(10000);
     }
+}
+
+/* Before NCCL starts in a child that is rank `rank` of a group sharing one
+ * GPU: NCCL refuses two ranks on one GPU of one host ("duplicate GPU"), so
+ * each rank claims another host id and the ranks talk over sockets on the
+ * loopback interface. */
+static inline void sl_test_nccl_share_gpu(const char *tag, int rank) {
+    char host[96];
+    snprintf(host, sizeof host, "%s-rank%d", tag, rank);
+    setenv("NCCL_HOSTID", host, 1);
+    setenv("NCCL_SOCKET_IFNAME", "lo", 0);
+    setenv("NCCL_IB_DISABLE", "1", 0);
 }
 
 #endif
