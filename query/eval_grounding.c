@@ -203,7 +203,7 @@ static void help(FILE *out) {
         "  --split FILE      Entities: only the image ids listed (one per line)\n"
         "  --json OUT.json   write the results as JSON\n"
         "  --details F.jsonl one JSON line per judged phrase (boxes, IoU, correct)\n"
-        "  --rel X           relative threshold of the similarity map (default 0.65)\n"
+        "  --rel X           relative threshold of the similarity map (default 0.75)\n"
         "  --region-size N   input side of the patch-token pass (default: the model's\n"
         "                    region_size, else its image size; not with --index)\n"
         "  --patch-tokens value|final\n"

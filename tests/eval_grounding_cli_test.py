@@ -134,7 +134,7 @@ def crop_map(w, h):
     return (np.float32(sx), np.float32(sy), np.float32(left * sx), np.float32(top * sy))
 
 
-def ground(sim, w, h, rel=0.65):  # SL_GROUND_REL_DEFAULT
+def ground(sim, w, h, rel=0.75):  # SL_GROUND_REL_DEFAULT
     """The box rule: peak, cells >= min + rel (max - min), 4-connected region
     around the peak, patch edges through the crop map, clipped. Returns the
     box (float32 values) and a margin: how near any decision was to a tie."""

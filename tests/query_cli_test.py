@@ -209,7 +209,7 @@ def crop_map(w, h, S=cfg.image_size):
     return sx, sy, left * sx, top * sy
 
 
-def box_rule(sim, w, h, rel=0.65):  # SL_GROUND_REL_DEFAULT
+def box_rule(sim, w, h, rel=0.75):  # SL_GROUND_REL_DEFAULT
     g = cfg.grid
     sim = sim.reshape(g, g)
     lo, hi = sim.min(), sim.max()
