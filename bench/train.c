@@ -143,6 +143,16 @@ static int read_bin(const char *path, void *dst, size_t bytes) {
     return got == bytes ? 0 : -1;
 }
 
+/* The batch train_ref.py wrote: DIR/pixels.bin (np floats), DIR/tokens.bin
+ * (nt int32). 0 on success. */
+static int read_batch(const char *dir, float *pixels, size_t np, int32_t *tokens, size_t nt) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/pixels.bin", dir);
+    if (read_bin(path, pixels, sizeof(float) * np)) return -1;
+    snprintf(path, sizeof path, "%s/tokens.bin", dir);
+    return read_bin(path, tokens, sizeof(int32_t) * nt);
+}
+
 typedef struct job {
     const char *dir;
     int batch, warmup, steps, threads;
@@ -172,10 +182,7 @@ static int run_sightline_cpu(const job *j, double out[7]) {
     ac.grad_clip = 0;
     double *t = malloc(sizeof(double) * 4 * (size_t)j->steps);
     if (!pixels || !tokens || !t) goto out;
-    snprintf(path, sizeof path, "%s/pixels.bin", j->dir);
-    if (read_bin(path, pixels, sizeof(float) * B * 3 * S * S)) goto out;
-    snprintf(path, sizeof path, "%s/tokens.bin", j->dir);
-    if (read_bin(path, tokens, sizeof(int32_t) * B * ctx)) goto out;
+    if (read_batch(j->dir, pixels, B * 3 * S * S, tokens, B * ctx)) goto out;
     if (sl_adamw_init(&opt, &ac, m->num_params)) goto out;
     for (int it = 0; it < j->warmup + j->steps; it++) {
         float loss = 0;
@@ -252,10 +259,7 @@ static int run_sightline_gpu(const job *j, double out[7]) {
         fprintf(stderr, "bench_train: out of host memory\n");
         goto out;
     }
-    snprintf(path, sizeof path, "%s/pixels.bin", j->dir);
-    if (read_bin(path, pixels, sizeof(float) * B * 3 * S * S)) goto out;
-    snprintf(path, sizeof path, "%s/tokens.bin", j->dir);
-    if (read_bin(path, tokens, sizeof(int32_t) * B * ctx)) goto out;
+    if (read_batch(j->dir, pixels, B * 3 * S * S, tokens, B * ctx)) goto out;
     for (int it = 0; it < j->warmup + j->steps; it++) {
         float loss = 0;
         double gnorm = 0;

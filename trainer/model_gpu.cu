@@ -761,31 +761,31 @@ static sl_status adamw(sl_gpu_model *g, const sl_adamw_config *cfg, double lr, d
 // Step
 // ---------------------------------------------------------------------------
 
-// Upload the batch and its index arrays; *ls gets logit_scale as the
-// parameters hold it now (the loss clamps it).
-static sl_status step_begin(sl_gpu_model *g, const float *pixels, const int32_t *tokens, int B,
-                            int *Rt, int *ntok, float *ls) {
-    const sl_clip_config *c = &g->cfg;
+// The first half of a step: arguments and batch checked, the batch and its
+// index arrays uploaded, gradients zeroed, both towers run to the
+// embeddings. *ls gets logit_scale as the parameters hold it now (the loss
+// clamps it).
+static sl_status step_forward(sl_gpu_model *g, const float *pixels, const int32_t *tokens, int B,
+                              int do_update, const sl_adamw_config *cfg, int *Rt, int *ntok,
+                              float *ls) {
+    if (!g || !pixels || !tokens || (do_update && !cfg))
+        return sl_set_error(SL_ERR_INVALID, "gpu step: NULL argument");
+    TRY(sl_train_check_batch(&g->cfg, g->max_batch, tokens, B, "gpu step"));
     CU(g, cudaSetDevice(g->dev), "set device");
-    const size_t S = (size_t)c->image_size;
+    const size_t S = (size_t)g->cfg.image_size;
     TRY(upload(g, g->pixels, pixels, (size_t)B * 3 * S * S * sizeof(float)));
     TRY(batch_indices(g, tokens, B, Rt, ntok));
-    return download(g, ls, g->params + g->logit_off, sizeof *ls);
+    TRY(download(g, ls, g->params + g->logit_off, sizeof *ls));
+    TRY(dzero(g, g->grads, g->num_params * sizeof(float)));
+    return forward(g, B, *Rt);
 }
 
 extern "C" sl_status sl_gpu_model_step(sl_gpu_model *g, const float *pixels, const int32_t *tokens,
                                        int B, float *loss, int do_update,
                                        const sl_adamw_config *cfg, double lr, double *grad_norm) {
-    if (!g || !pixels || !tokens || (do_update && !cfg))
-        return sl_set_error(SL_ERR_INVALID, "gpu step: NULL argument");
-    sl_status bst = sl_train_check_batch(&g->cfg, g->max_batch, tokens, B, "gpu step");
-    if (bst) return bst;
     int Rt = 0, ntok = 0;
     float ls = 0;
-    TRY(step_begin(g, pixels, tokens, B, &Rt, &ntok, &ls));
-
-    TRY(dzero(g, g->grads, g->num_params * sizeof(float)));
-    TRY(forward(g, B, Rt));
+    TRY(step_forward(g, pixels, tokens, B, do_update, cfg, &Rt, &ntok, &ls));
     sl_train_acts *a = &g->a;
     const int D = g->cfg.embed_dim;
     TRY(sl_cu_infonce_forward(g->ctx, a->loss_saved, g->d_loss, a->v.emb, a->t.emb, ls, B, D));
@@ -853,18 +853,12 @@ extern "C" sl_status sl_gpu_model_step_dp(sl_gpu_model *g, sl_dist *d, const flo
                                           double *grad_norm) {
     if (!d || sl_dist_world(d) == 1)
         return sl_gpu_model_step(g, pixels, tokens, B, loss, do_update, cfg, lr, grad_norm);
-    if (!g || !pixels || !tokens || (do_update && !cfg))
-        return sl_set_error(SL_ERR_INVALID, "gpu step: NULL argument");
     const int world = sl_dist_world(d), rank = sl_dist_rank(d);
-    TRY(dp_check(g, d));
-    sl_status bst = sl_train_check_batch(&g->cfg, g->max_batch, tokens, B, "gpu step");
-    if (bst) return bst;
-    TRY(dp_buffers(g, world));
     int Rt = 0, ntok = 0;
     float ls = 0;
-    TRY(step_begin(g, pixels, tokens, B, &Rt, &ntok, &ls));
-    TRY(dzero(g, g->grads, g->num_params * sizeof(float)));
-    TRY(forward(g, B, Rt));
+    TRY(step_forward(g, pixels, tokens, B, do_update, cfg, &Rt, &ntok, &ls));
+    TRY(dp_check(g, d));
+    TRY(dp_buffers(g, world));
 
     // the global batch's embeddings on every rank (rank-major)
     const int D = g->cfg.embed_dim, N = world * B;

@@ -794,34 +794,32 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
             }
         }
         if (eval_step && (st = group_check(dist, st, NULL))) break;
-        if (logf)
+        if (logf) { /* rank 0 */
             fprintf(logf,
                     "{\"step\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
                     "\"samples_per_s\": %.4g",
                     (long long)(step + 1), loss, lr, gn, sps);
-        if (logf && r[0] >= 0)
-            fprintf(logf,
-                    ", \"i2t_r1\": %.4g, \"i2t_r5\": %.4g, \"i2t_r10\": %.4g, \"t2i_r1\": %.4g, "
-                    "\"t2i_r5\": %.4g, \"t2i_r10\": %.4g",
-                    r[0], r[1], r[2], r[3], r[4], r[5]);
-        if (logf) {
+            if (r[0] >= 0)
+                fprintf(logf,
+                        ", \"i2t_r1\": %.4g, \"i2t_r5\": %.4g, \"i2t_r10\": %.4g, \"t2i_r1\": "
+                        "%.4g, \"t2i_r5\": %.4g, \"t2i_r10\": %.4g",
+                        r[0], r[1], r[2], r[3], r[4], r[5]);
             fprintf(logf, "}\n");
             fflush(logf);
         }
         if (!quiet) {
             char eta[32];
             sl_format_duration(eta, sizeof eta, avg * (double)(stop - step - 1));
-            int last_step = step + 1 == stop;
             /* on a terminal one updating line; otherwise a line every
              * log_every steps, at evals and at the end */
-            if (tty || r[0] >= 0 || last_step || (step + 1) % log_every == 0) {
+            if (tty || r[0] >= 0 || last || (step + 1) % log_every == 0) {
                 fprintf(stderr, "%sstep %lld/%lld  loss %.4f  lr %.3g  %.1f samples/s  ETA %s",
                         tty ? "\r\033[K" : "", (long long)(step + 1), (long long)h.steps, loss, lr,
                         sps_avg, eta);
                 if (r[0] >= 0)
                     fprintf(stderr, "  R@1 i2t %.1f t2i %.1f  R@5 %.1f/%.1f  R@10 %.1f/%.1f", r[0],
                             r[3], r[1], r[4], r[2], r[5]);
-                if (!tty || r[0] >= 0 || last_step) fputc('\n', stderr);
+                if (!tty || r[0] >= 0 || last) fputc('\n', stderr);
                 fflush(stderr);
             }
         }
