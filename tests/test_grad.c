@@ -1,6 +1,7 @@
 /*
  * tests/test_grad.c - finite-difference checks of every backward pass in
- * kernels/cpu/ops_backward.c and kernels/cpu/loss.c.
+ * kernels/cpu/ops_backward.c and kernels/cpu/loss.c (the global and the
+ * dense InfoNCE).
  *
  * Each case runs the float forward ops on small seeded random inputs, takes
  * the scalar objective L = sum(out * R) for a fixed random R (accumulated
@@ -736,6 +737,104 @@ static void test_infonce(void) {
         }
 }
 
+/* loss = w * dense InfoNCE(normalise(z_raw), normalise(txt_raw)): image b
+ * has T rows, its patches rows 1 .. P (row 0 stands for a class token, rows
+ * after P for other tokens: none may get a gradient). */
+typedef struct dense_ctx {
+    int B, T, P, D;
+    float t, dt, weight, beta;
+    float *z, *txt, *dz, *dtxt;               /* raw [B T, D], [B, D] and their gradients */
+    float *nz, *nt, *normz, *normt, *gz, *gt; /* normalised, norms, their gradients */
+    float *saved, *w, *scratch;
+} dense_ctx;
+
+static double dense_obj(void *p) {
+    dense_ctx *c = p;
+    sl_op_l2_normalize_forward(c->nz, c->normz, c->z, c->B * c->T, c->D);
+    sl_op_l2_normalize_forward(c->nt, c->normt, c->txt, c->B, c->D);
+    return (double)c->weight * sl_loss_dense_forward(c->saved, c->w, c->nz, c->T, 1, c->P, c->nt,
+                                                     c->t, c->beta, c->B, c->D);
+}
+
+static void dense_bwd(void *p) {
+    dense_ctx *c = p;
+    dense_obj(c);
+    const size_t nz = (size_t)c->B * c->T * c->D, nt = (size_t)c->B * c->D;
+    memset(c->gz, 0, sizeof(float) * nz);
+    memset(c->gt, 0, sizeof(float) * nt);
+    sl_loss_dense_backward(c->gz, c->gt, &c->dt, c->scratch, c->weight, c->saved, c->w, c->nz, c->T,
+                           1, c->P, c->nt, c->t, c->B, c->D);
+    sl_op_l2_normalize_backward(c->dz, c->gz, c->nz, c->normz, c->B * c->T, c->D);
+    sl_op_l2_normalize_backward(c->dtxt, c->gt, c->nt, c->normt, c->B, c->D);
+}
+
+static void test_dense(void) {
+    const float ts[2] = {2.0f, 5.5f}, betas[2] = {2.0f, 10.0f};
+    for (int k = 0; k < 2; k++)
+        for (int q = 0; q < 2; q++) {
+            /* the second sharpness also has a row after the patches */
+            dense_ctx c = {
+                .B = 5, .T = 4 + q, .P = 3, .D = 6, .t = ts[k], .weight = 0.6f, .beta = betas[q]};
+            const size_t nz = (size_t)c.B * c.T * c.D, nt = (size_t)c.B * c.D;
+            const size_t bb = (size_t)c.B * c.B, bt = (size_t)c.B * c.T * c.B;
+            c.z = rnd(nz, 1.0f), c.txt = rnd(nt, 1.0f), c.dz = zeros(nz), c.dtxt = zeros(nt);
+            c.nz = zeros(nz), c.nt = zeros(nt), c.normz = zeros((size_t)c.B * c.T);
+            c.normt = zeros((size_t)c.B), c.gz = zeros(nz), c.gt = zeros(nt);
+            c.saved = zeros(3 * bb), c.w = zeros(bt), c.scratch = zeros(bb + bt);
+            char name[64];
+            snprintf(name, sizeof name, "dense infonce t=%.1f beta=%g%s", ts[k], betas[q],
+                     ts[k] > SL_LOSS_MAX_LOG_SCALE ? " clamped" : "");
+            grad_case g = {
+                name,
+                dense_obj,
+                dense_bwd,
+                &c,
+                {{"z", c.z, c.dz, nz}, {"txt", c.txt, c.dtxt, nt}, {"t", &c.t, &c.dt, 1}},
+                3,
+                k == 0 ? 1e-3f : 3e-3f,
+                FD_TOL};
+            if (ts[k] > SL_LOSS_MAX_LOG_SCALE) {
+                c.dt = 0;
+                dense_bwd(&c);
+                CHECK_MSG(c.dt == 0.0f, "%s: dt = %g above the clamp", name, c.dt);
+            }
+            run_case(&g);
+            /* the rows outside the patches (row 0, rows after P) get nothing */
+            memset(c.dz, 0, sizeof(float) * nz);
+            dense_bwd(&c);
+            for (int b = 0; b < c.B; b++)
+                for (int r = 0; r < c.T; r++) {
+                    if (r >= 1 && r <= c.P) continue;
+                    for (int d = 0; d < c.D; d++)
+                        CHECK_MSG(c.dz[((size_t)b * c.T + r) * c.D + d] == 0.0f,
+                                  "%s: row %d of image %d (no patch) has a gradient", name, r, b);
+                }
+            /* the loss against a double reference */
+            double s = exp(fmin(ts[k], SL_LOSS_MAX_LOG_SCALE)), ref = 0;
+            double L[5][5]; /* [B][B] */
+            for (int b = 0; b < c.B; b++)
+                for (int j = 0; j < c.B; j++) {
+                    double acc = 0;
+                    for (int p = 1; p <= c.P; p++)
+                        acc += exp(c.beta * dot_d(c.nz + ((size_t)b * c.T + p) * c.D,
+                                                  c.nt + (size_t)j * c.D, (size_t)c.D));
+                    L[b][j] = s * log(acc / c.P) / c.beta;
+                }
+            for (int i = 0; i < c.B; i++) {
+                double sr = 0, sc = 0;
+                for (int j = 0; j < c.B; j++) sr += exp(L[i][j]), sc += exp(L[j][i]);
+                ref += (log(sr) - L[i][i]) + (log(sc) - L[i][i]);
+            }
+            ref /= 2.0 * c.B;
+            const double got = dense_obj(&c) / c.weight;
+            CHECK_MSG(fabs(got - ref) <= 1e-5 * (1 + fabs(ref)), "%s: loss %.8g vs %.8g", name, got,
+                      ref);
+            free(c.z), free(c.txt), free(c.dz), free(c.dtxt), free(c.nz), free(c.nt);
+            free(c.normz), free(c.normt), free(c.gz), free(c.gt), free(c.saved), free(c.w);
+            free(c.scratch);
+        }
+}
+
 /* ------------------------------------------------------------------------ */
 /* Thread-count independence of the parallel reductions                     */
 /* ------------------------------------------------------------------------ */
@@ -789,6 +888,7 @@ int main(void) {
     test_text_embed();
     test_l2norm();
     test_infonce();
+    test_dense();
     test_threads();
     printf("worst relative FD error: %.2e\n", worst_err);
     return sl_test_finish("test_grad");

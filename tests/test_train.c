@@ -237,7 +237,8 @@ static void test_tar(const sl_tokenizer *tok) {
     if (ds.n == 5) CHECK(strcmp(ds.items[4].caption, cap) == 0 && ds.items[4].shard == 1);
     /* the loader decodes tar members */
     sl_loader_opts lo = {
-        32, {0.5f, 0.5f, 0.5f}, {0.25f, 0.25f, 0.25f}, 16, 1, {0, 0, 0, 0, 0, 0}, 1, 7, 2, 8, 0, 0};
+        32, {0.5f, 0.5f, 0.5f}, {0.25f, 0.25f, 0.25f}, 16, 1, {0, 0, 0, 0, 0, 0, 0}, 1, 7, 2, 8, 0,
+        0};
     sl_loader *l = NULL;
     CHECK_OK(sl_loader_create(&ds, tok, &lo, 0, &l));
     float px[5 * 3 * 32 * 32];
@@ -343,7 +344,8 @@ static void test_tsv_karpathy(const sl_tokenizer *tok) {
     fclose(f);
     CHECK_OK(sl_dataset_add_tsv(&ds, p, im));
     sl_loader_opts lo = {
-        32, {0.5f, 0.5f, 0.5f}, {0.25f, 0.25f, 0.25f}, 16, 1, {0, 0, 0, 0, 0, 0}, 1, 3, 0, 0, 0, 0};
+        32, {0.5f, 0.5f, 0.5f}, {0.25f, 0.25f, 0.25f}, 16, 1, {0, 0, 0, 0, 0, 0, 0}, 1, 3, 0, 0, 0,
+        0};
     float a[14 * 3 * 32 * 32], b[14 * 3 * 32 * 32];
     int32_t ta[14 * 16], tb[14 * 16];
     for (int run = 0; run < 2; run++) {
@@ -360,7 +362,7 @@ static void test_tsv_karpathy(const sl_tokenizer *tok) {
     /* with the photometric augmentations on: still independent of the
      * thread count, and different pictures */
     static float c[14 * 3 * 32 * 32], d[14 * 3 * 32 * 32];
-    sl_augment_opts aug = {0.7, 0.3, 1.0, 0.5, 0.5, 0.2};
+    sl_augment_opts aug = {0.7, 0.3, 1.0, 0.5, 0.5, 0.2, 0};
     lo.aug = aug;
     for (int run = 0; run < 2; run++) {
         lo.threads = run ? 3 : 0;
@@ -373,6 +375,24 @@ static void test_tsv_karpathy(const sl_tokenizer *tok) {
     CHECK(memcmp(c, d, sizeof(float) * 12 * 3 * 32 * 32) == 0);
     CHECK(memcmp(a, c, sizeof(float) * 12 * 3 * 32 * 32) != 0);
     sl_dataset_free(&ds);
+}
+
+/* Loader options with the crop and every photometric augmentation on (no
+ * mirroring; seed 5, 2 threads). */
+static sl_loader_opts augmented_loader(int S, int ctx, int shuffle) {
+    sl_loader_opts lo = {S,
+                         {0.5f, 0.5f, 0.5f},
+                         {0.25f, 0.25f, 0.25f},
+                         ctx,
+                         1,
+                         {0.8, 0.3, 1.0, 0.5, 0.5, 0.2, 0.0},
+                         shuffle,
+                         5,
+                         2,
+                         0,
+                         0,
+                         0};
+    return lo;
 }
 
 /* Data-parallel shards (sl_loader_opts shard_rank / shard_world): ranks 0
@@ -390,18 +410,7 @@ static void test_shard(const sl_tokenizer *tok) {
     enum { S = 32, CTX = 16, N = 96, PIX = 3 * S * S };
     static float whole[N * PIX], part[2][N / 2 * PIX];
     static int32_t twhole[N * CTX], tpart[2][N / 2 * CTX];
-    sl_loader_opts lo = {S,
-                         {0.5f, 0.5f, 0.5f},
-                         {0.25f, 0.25f, 0.25f},
-                         CTX,
-                         1,
-                         {0.8, 0.3, 1.0, 0.5, 0.5, 0.2},
-                         1,
-                         5,
-                         2,
-                         0,
-                         0,
-                         0};
+    sl_loader_opts lo = augmented_loader(S, CTX, 1);
     sl_loader *l = NULL;
     CHECK_OK(sl_loader_create(&ds, tok, &lo, 0, &l));
     if (l) CHECK_OK(sl_loader_next(l, N, whole, twhole));
@@ -438,6 +447,68 @@ static void test_shard(const sl_tokenizer *tok) {
     sl_dataset_free(&ds);
 }
 
+/* Mirroring: the caption's words, then the loader (flip_p 1 against 0:
+ * the same crop and colours mirrored, the caption mirrored). */
+static void test_flip(const sl_tokenizer *tok) {
+    static const char *const cases[][2] = {
+        {"a left arrow in the top right of the picture",
+         "a right arrow in the top left of the picture"},
+        {"Right-facing fist, leftwards", "Left-facing fist, rightwards"},
+        {"clockwise and counterclockwise arrows", "counterclockwise and clockwise arrows"},
+        {"anticlockwise, Counter-clockwise, anti-clockwise, counter clockwise",
+         "clockwise, Clockwise, clockwise, clockwise"},
+        {"a bright copyright sign, upright, leftover",
+         "a bright copyright sign, upright, leftover"},
+        {"LEFT ARROW, rightmost, left-handed, lefts",
+         "RIGHT ARROW, leftmost, right-handed, rights"},
+        {"", ""}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *m = sl_caption_mirror(cases[i][0]);
+        CHECK_MSG(m && !strcmp(m, cases[i][1]), "mirror of '%s': '%s'", cases[i][0], m ? m : "");
+        free(m);
+    }
+    char p[700], im[700];
+    snprintf(im, sizeof im, "%s/imgs", TMP);
+    snprintf(p, sizeof p, "%s/lr.tsv", TMP);
+    FILE *f = fopen(p, "w");
+    CHECK(f != NULL);
+    if (!f) return;
+    for (int i = 0; i < 8; i++)
+        fprintf(f, "img_%d.jpg\ta %s dog number %d\n", i, i % 2 ? "left" : "right", i);
+    fclose(f);
+    sl_train_dataset ds;
+    memset(&ds, 0, sizeof ds);
+    CHECK_OK(sl_dataset_add(&ds, p, im, NULL));
+    enum { S = 32, CTX = 16, N = 8, PIX = 3 * S * S };
+    static float px[2][N * PIX];
+    static int32_t tk[2][N * CTX];
+    sl_loader_opts lo = augmented_loader(S, CTX, 0);
+    for (int k = 0; k < 2; k++) {
+        lo.aug.flip_p = k;
+        sl_loader *l = NULL;
+        CHECK_OK(sl_loader_create(&ds, tok, &lo, 0, &l));
+        if (l) CHECK_OK(sl_loader_next(l, N, px[k], tk[k]));
+        sl_loader_free(l);
+    }
+    int mirrored = 1, caps = 1;
+    for (int n = 0; n < N; n++) {
+        for (int c = 0; c < 3; c++)
+            for (int y = 0; y < S; y++)
+                for (int x = 0; x < S; x++)
+                    mirrored &= px[0][(size_t)n * PIX + ((size_t)c * S + y) * S + x] ==
+                                px[1][(size_t)n * PIX + ((size_t)c * S + y) * S + S - 1 - x];
+        int32_t want[CTX];
+        char *m = sl_caption_mirror(ds.items[n].caption);
+        CHECK_OK(sl_tokenizer_encode(tok, m, CTX, 0, want, NULL));
+        free(m);
+        caps &= memcmp(want, tk[1] + n * CTX, sizeof want) == 0;
+        caps &= memcmp(tk[0] + n * CTX, tk[1] + n * CTX, sizeof want) != 0;
+    }
+    CHECK_MSG(mirrored, "flip_p 1: the pictures are not the mirrored flip_p 0 ones");
+    CHECK_MSG(caps, "flip_p 1: the captions are not the mirrored ones");
+    sl_dataset_free(&ds);
+}
+
 /* Each photometric augmentation on a known picture. */
 static void test_augment(void) {
     enum { S = 16, P = S * S };
@@ -449,12 +520,12 @@ static void test_augment(void) {
             ref[c * P + i] =
                 (((float)((i % S) + (i / S) + 7 * c) / (2 * S + 14)) - mean[c]) / sd[c];
     /* all off: unchanged, no draw from the RNG */
-    sl_augment_opts none = {0.9, 0, 0, 0, 0, 0};
+    sl_augment_opts none = {0.9, 0, 0, 0, 0, 0, 0};
     memcpy(px, ref, sizeof px);
     sl_augment_photometric(&none, &r, px, S, mean, sd);
     CHECK(memcmp(px, ref, sizeof px) == 0 && r == 1);
     /* grayscale: the three channels equal in [0, 1] */
-    sl_augment_opts gray = {0.9, 0, 0, 0, 0, 1.0};
+    sl_augment_opts gray = {0.9, 0, 0, 0, 0, 1.0, 0};
     memcpy(px, ref, sizeof px);
     sl_augment_photometric(&gray, &r, px, S, mean, sd);
     double worst = 0;
@@ -465,7 +536,7 @@ static void test_augment(void) {
     }
     CHECK(worst < 1e-5);
     /* posterize: at most 16 levels per channel, each a multiple of 1/(L-1) */
-    sl_augment_opts post = {0.9, 0, 0, 0, 1.0, 0};
+    sl_augment_opts post = {0.9, 0, 0, 0, 1.0, 0, 0};
     memcpy(px, ref, sizeof px);
     sl_augment_photometric(&post, &r, px, S, mean, sd);
     int levels_ok = 1;
@@ -478,7 +549,7 @@ static void test_augment(void) {
     CHECK(levels_ok);
     /* blur: smooths (smaller total variation), keeps the mean of a plane
      * away from the border effects within 2% */
-    sl_augment_opts blur = {0.9, 0, 2.0, 1.0, 0, 0};
+    sl_augment_opts blur = {0.9, 0, 2.0, 1.0, 0, 0, 0};
     memcpy(px, ref, sizeof px);
     for (int i = 0; i < P; i++) px[i] = ((i / S + i % S) % 2 ? 1.0f - mean[0] : -mean[0]) / sd[0];
     double tv0 = 0, tv1 = 0, m0 = 0, m1 = 0;
@@ -487,7 +558,7 @@ static void test_augment(void) {
     for (int i = 0; i + 1 < P; i++) tv1 += fabs(px[i + 1] - px[i]), m1 += px[i];
     CHECK(tv1 < 0.5 * tv0 && fabs(m1 - m0) < 0.02 * fabs(m0) + 0.02 * P);
     /* colour jitter: values stay in [0, 1] and the picture changes */
-    sl_augment_opts jit = {0.9, 0.5, 0, 0, 0, 0};
+    sl_augment_opts jit = {0.9, 0.5, 0, 0, 0, 0, 0};
     memcpy(px, ref, sizeof px);
     sl_augment_photometric(&jit, &r, px, S, mean, sd);
     int in01 = 1;
@@ -610,7 +681,7 @@ static void test_overfit(const char *preset, const sl_tokenizer *tok) {
                          {0.25f, 0.25f, 0.25f},
                          cfg.context_length,
                          0,
-                         {0, 0, 0, 0, 0, 0},
+                         {0, 0, 0, 0, 0, 0, 0},
                          0,
                          1,
                          2,
@@ -677,6 +748,7 @@ int main(int argc, char **argv) {
         test_tar(tok);
         test_tsv_karpathy(tok);
         test_shard(tok);
+        test_flip(tok);
         test_resume(argv[1]);
         test_overfit(argv[1], tok);
     }

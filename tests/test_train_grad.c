@@ -1,6 +1,7 @@
 /*
  * tests/test_train_grad.c - the trainer's model core against the PyTorch
- * reference (tests/reference/train_ref.py): loss within 1e-5 relative,
+ * reference (tests/reference/train_ref.py; one case adds the dense
+ * patch-level objective): loss within 1e-5 relative,
  * every parameter gradient within 1e-4 relative (||g - g_ref|| / ||g_ref||),
  * the training forward's embeddings equal to the encoder's on the saved
  * checkpoint (1e-5), and save -> load bit-exact. A create/save/load round
@@ -168,6 +169,15 @@ static void test_case(const char *root, const char *name, const char *tmp) {
     FILE *f = fopen(path, "r");
     CHECK(f && fscanf(f, "%lf", &ref_loss) == 1);
     if (f) fclose(f);
+    /* the dense objective's cases name its weight and sharpness */
+    snprintf(path, sizeof path, "%s/%s/dense.txt", root, name);
+    if ((f = fopen(path, "r"))) {
+        double w = 0, beta = 0;
+        CHECK(fscanf(f, "%lf %lf", &w, &beta) == 2);
+        fclose(f);
+        CHECK_OK(sl_train_model_set_dense(m, (float)w, (float)beta));
+        printf("%s: dense objective, weight %g, sharpness %g\n", name, w, beta);
+    }
 
     /* Loss */
     float loss = 0;
@@ -295,7 +305,7 @@ int main(int argc, char **argv) {
                 n++;
             }
             if (f) fclose(f);
-            CHECK(n == 2);
+            CHECK(n == 3);
         }
     }
     char cmd[700];

@@ -14,7 +14,9 @@
     reports no CUDA device fails (exit 1) naming cuda:0 before --out is
     created; cpu logs the same losses as no --device; --dist-file needs a
     CUDA device; a rank of a group (SL_RANK / SL_WORLD_SIZE) that cannot
-    run fails naming its rank (and device, or the missing CUDA support).
+    run fails naming its rank (and device, or the missing CUDA support);
+  - the dense objective (dense_weight, dense_beta in the preset): logged as
+    loss_dense, changes the loss, kept by a resume, out-of-range refused.
 usage: train_cli_test.py SIGHTLINE PRESET_JSON WORK_DIR"""
 import io
 import json
@@ -184,5 +186,37 @@ run("train", *short, "--out", W("dv_cpu"), "--device", "cpu", rc=0)
 losses = [[json.loads(x)["loss"] for x in open(W(d, "train_log.jsonl"))]
           for d in ("dv_none", "dv_cpu")]
 check(len(losses[0]) == 3 and losses[0] == losses[1], f"--device cpu losses differ: {losses}")
+
+# the dense objective (config only): logged beside the total, recorded in the
+# checkpoint (a resume keeps it), a different loss from the same seed without it
+cfg = json.load(open(PRESET))
+cfg["train"] = dict(cfg.get("train", {}), dense_weight=0.5, dense_beta=8.0)
+with open(W("dense.json"), "w") as f:
+    json.dump(cfg, f)
+dense = ["--config", W("dense.json"), *short[2:]]
+run("train", *dense, "--out", W("dn"), "--stop-after", "2", rc=0)
+run("train", "--resume", W("dn", "step-2"), "--data", W("pairs.tsv"), "--images", W("imgs"),
+    "--quiet", rc=0)
+log = [json.loads(x) for x in open(W("dn", "train_log.jsonl"))]
+check(len(log) == 3 and all("loss_dense" in e and e["loss_dense"] > 0 for e in log),
+      f"dense runs log loss_dense: {log}")
+check(all(abs(a["loss"] - b) > 1e-3 for a, b in zip(log, losses[0])),
+      f"the dense objective leaves the loss unchanged: {log} vs {losses[0]}")
+with open(W("dn", "step-3", "trainer_state.safetensors"), "rb") as f:
+    n = int.from_bytes(f.read(8), "little")
+    meta = json.loads(f.read(n)).get("__metadata__", {})
+tc = json.loads(meta.get("train_config", "{}"))
+check(tc.get("dense_weight") == 0.5 and tc.get("dense_beta") == 8.0,
+      f"checkpoint's train_config lacks the dense objective: {tc}")
+cfg["train"]["dense_weight"] = -1
+with open(W("dense_bad.json"), "w") as f:
+    json.dump(cfg, f)
+r = run("train", "--config", W("dense_bad.json"), *short[2:], "--out", W("dn_bad"), rc=1)
+check("dense_weight" in r.stderr, f"a negative dense_weight not named: {r.stderr!r}")
+cfg["train"].update(dense_weight=0.5, dense_beta=0)
+with open(W("dense_bad.json"), "w") as f:
+    json.dump(cfg, f)
+r = run("train", "--config", W("dense_bad.json"), *short[2:], "--out", W("dn_bad"), rc=1)
+check("dense_beta" in r.stderr, f"a zero dense_beta not named: {r.stderr!r}")
 
 sys.exit(cli_harness.finish("train_cli"))

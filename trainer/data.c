@@ -7,6 +7,7 @@
 #include "sightline/eval.h"
 #include "sightline/image.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 uint64_t sl_splitmix64(uint64_t *s) {
@@ -564,6 +566,77 @@ void sl_augment_photometric(const sl_augment_opts *a, uint64_t *rng, float *px, 
         for (size_t i = 0; i < P; i++) px[c * P + i] = (px[c * P + i] - mean[c]) / std[c];
 }
 
+/* Word swaps of a mirrored caption, longest spellings first. */
+static const char *const mirror_pairs[][2] = {{"counterclockwise", "clockwise"},
+                                              {"counter-clockwise", "clockwise"},
+                                              {"counter clockwise", "clockwise"},
+                                              {"anticlockwise", "clockwise"},
+                                              {"anti-clockwise", "clockwise"},
+                                              {"clockwise", "counterclockwise"},
+                                              {"left", "right"},
+                                              {"right", "left"}};
+
+/* Endings a swapped word may carry (leftwards, rightmost, left-handed:
+ * the hyphen ends the word anyway). */
+static const char *const mirror_suffixes[] = {"", "s", "ward", "wards", "most", "hand", "handed"};
+
+/* Length of the swappable word at s (a match of `from` that ends the word
+ * or goes on with an allowed ending), 0 when there is none. */
+static size_t mirror_match(const char *s, const char *from) {
+    const size_t n = strlen(from);
+    if (strncasecmp(s, from, n) != 0) return 0;
+    size_t e = n;
+    while (isalpha((unsigned char)s[e])) e++;
+    for (size_t k = 0; k < sizeof mirror_suffixes / sizeof mirror_suffixes[0]; k++)
+        if (e - n == strlen(mirror_suffixes[k]) &&
+            strncasecmp(s + n, mirror_suffixes[k], e - n) == 0)
+            return n;
+    return 0;
+}
+
+char *sl_caption_mirror(const char *caption) {
+    const size_t n = strlen(caption);
+    /* the longest growth: "clockwise" (9) -> "counterclockwise" (16) */
+    char *out = malloc(2 * n + 1), *o = out;
+    if (!out) return NULL;
+    const size_t npairs = sizeof mirror_pairs / sizeof mirror_pairs[0];
+    for (size_t i = 0; i < n;) {
+        size_t k = npairs, len = 0;
+        if (i == 0 || !isalpha((unsigned char)caption[i - 1]))
+            for (k = 0; k < npairs && !(len = mirror_match(caption + i, mirror_pairs[k][0])); k++)
+                ;
+        if (k == npairs) {
+            *o++ = caption[i++];
+            continue;
+        }
+        /* the case: all capitals stay capitals, a capital first letter stays */
+        int upper = 1;
+        for (size_t c = 0; c < len; c++)
+            if (islower((unsigned char)caption[i + c])) upper = 0;
+        const char *to = mirror_pairs[k][1];
+        for (size_t c = 0; to[c]; c++)
+            *o++ = upper || (c == 0 && isupper((unsigned char)caption[i]))
+                       ? (char)toupper((unsigned char)to[c])
+                       : to[c];
+        i += len;
+    }
+    *o = 0;
+    return out;
+}
+
+/* Mirror a CHW picture of S x S left to right in place. */
+static void flip_pixels(float *px, int S) {
+    for (int c = 0; c < 3; c++)
+        for (int y = 0; y < S; y++) {
+            float *row = px + ((size_t)c * S + y) * S;
+            for (int x = 0; x < S / 2; x++) {
+                float t = row[x];
+                row[x] = row[S - 1 - x];
+                row[S - 1 - x] = t;
+            }
+        }
+}
+
 /* ---- loader ------------------------------------------------------------- */
 
 enum { SLOT_FREE, SLOT_BUSY, SLOT_OK, SLOT_FAIL };
@@ -646,7 +719,7 @@ static sl_status process(const sl_loader *l, uint64_t lp, size_t item, slot *s) 
     sl_image img;
     memset(&img, 0, sizeof img);
     sl_status st;
-    char where[64];
+    char where[64], *mirrored = NULL;
     if (it->path) {
         st = sl_image_load(it->path, NULL, &img);
     } else {
@@ -688,13 +761,22 @@ static sl_status process(const sl_loader *l, uint64_t lp, size_t item, slot *s) 
         st = sl_image_preprocess(&c, &pp, s->pixels, NULL);
         sl_image_free(&c);
         if (!st) sl_augment_photometric(&l->o.aug, &rs, s->pixels, pp.size, pp.mean, pp.std);
+        /* drawn only when on: configurations without it keep their streams */
+        if (!st && l->o.aug.flip_p > 0 && uniform01(&rs) < l->o.aug.flip_p) {
+            flip_pixels(s->pixels, pp.size);
+            mirrored = sl_caption_mirror(it->caption);
+            if (!mirrored) st = sl_set_error(SL_ERR_NOMEM, "out of memory");
+        }
     } else {
         pp.crop = 1;
         st = sl_image_preprocess(&img, &pp, s->pixels, NULL);
     }
     sl_image_free(&img);
-    if (st) return st;
-    return sl_tokenizer_encode(l->tok, it->caption, l->o.context_length, 0, s->tokens, NULL);
+    if (!st)
+        st = sl_tokenizer_encode(l->tok, mirrored ? mirrored : it->caption, l->o.context_length, 0,
+                                 s->tokens, NULL);
+    free(mirrored);
+    return st;
 }
 
 static void *worker(void *arg) {

@@ -76,14 +76,26 @@ sl_status sl_dataset_add(sl_train_dataset *ds, const char *spec, const char *ima
  * left alone since captions name colours), Gaussian blur (sigma uniform in
  * [0.1, blur_sigma] output pixels) with probability blur_p, posterize (2 to
  * 4 bits per channel) with probability posterize_p, grayscale with
- * probability grayscale_p. */
+ * probability grayscale_p. Then, with probability flip_p, the picture is
+ * mirrored left to right and its caption with it (sl_caption_mirror). */
 typedef struct sl_augment_opts {
     double crop_scale_min; /* random resized crop area scale lower bound (0: 0.9) */
     double color_jitter;
     double blur_sigma, blur_p;
     double posterize_p;
     double grayscale_p;
+    double flip_p;
 } sl_augment_opts;
+
+/* The caption of a picture mirrored left to right: "left" <-> "right" as
+ * words or with the endings s, ward(s), most, hand(ed) (left-facing too:
+ * the hyphen ends the word; "leftover" and "bright" stay), "clockwise" <->
+ * "counterclockwise" (also counter-clockwise, counter clockwise,
+ * anticlockwise, anti-clockwise -> clockwise); matched without regard to
+ * case, a capital first letter or all capitals kept. Names that merely
+ * contain the words ("left luggage") swap too. Returns a new string (free
+ * it), NULL when out of memory. */
+char *sl_caption_mirror(const char *caption);
 
 /* Apply the photometric part of *a to one normalized CHW picture of S x S
  * (mean/std as preprocessed), drawing from *rng. */

@@ -29,6 +29,22 @@
 
 #define MAX_BATCH_LIMIT 65536
 
+/* The dense objective's buffers (R = max_batch (P + 1) image rows). */
+struct sl_train_dense {
+    float weight, beta;
+    int active;              /* the last forward computed it */
+    float used_weight;       /* ... with this weight (what its backward scales by) */
+    float *mem;              /* one allocation */
+    float *u;                /* [R, Wv] value path: out_proj(v) + bias = LN_post input */
+    float *ln, *mean, *rstd; /* [R, Wv], [R], [R] LN_post */
+    float *feat, *z, *norm;  /* [R, D] projected, [R, D] normalised, [R] norms */
+    float *w;                /* [R, B] patch softmax weights */
+    float *saved;            /* [3, B, B] */
+    float *scratch;          /* [B B + R B] */
+    float *dz, *dfeat;       /* [R, D] */
+    float *dln, *du, *dv;    /* [R, Wv] */
+};
+
 /* ------------------------------------------------------------------------ */
 /* Parameter layout                                                         */
 /* ------------------------------------------------------------------------ */
@@ -226,6 +242,8 @@ void sl_train_model_free(sl_train_model *m) {
     free(m->acts_mem);
     free(m->block_acts_mem);
     free(m->att_scratch);
+    if (m->dense) free(m->dense->mem);
+    free(m->dense);
     free(m);
 }
 
@@ -525,6 +543,99 @@ done:
 /* Forward                                                                  */
 /* ------------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------------ */
+/* The dense objective                                                      */
+/* ------------------------------------------------------------------------ */
+
+sl_status sl_train_model_set_dense(sl_train_model *m, float weight, float beta) {
+    if (!m) return sl_set_error(SL_ERR_INVALID, "train dense: NULL model");
+    if (!(weight >= 0) || !isfinite(weight) || !(beta > 0) || !isfinite(beta))
+        return sl_set_error(SL_ERR_INVALID,
+                            "train dense: weight %g must be >= 0 and sharpness %g > 0",
+                            (double)weight, (double)beta);
+    if (weight > 0 && !m->dense) {
+        const sl_clip_config *c = &m->cfg;
+        const size_t B = (size_t)m->max_batch, R = B * (size_t)(sl_clip_num_patches(c) + 1);
+        const size_t W = (size_t)c->vision.width, D = (size_t)c->embed_dim;
+        struct sl_train_dense *d = calloc(1, sizeof *d);
+        if (!d) return sl_set_error(SL_ERR_NOMEM, "train dense: out of memory");
+        /* in the order of the struct's buffers, u .. dv */
+        const size_t sizes[15] = {R * W,     R * W,         R,     R,     R * D, R * D, R,    R * B,
+                                  3 * B * B, B * B + R * B, R * D, R * D, R * W, R * W, R * W};
+        float **slots[15] = {&d->u,  &d->ln,    &d->mean, &d->rstd,  &d->feat,
+                             &d->z,  &d->norm,  &d->w,    &d->saved, &d->scratch,
+                             &d->dz, &d->dfeat, &d->dln,  &d->du,    &d->dv};
+        size_t total = 0, bytes;
+        for (int i = 0; i < 15; i++) total += sizes[i];
+        if (sl_mul_size(total, sizeof(float), &bytes) || !(d->mem = malloc(bytes))) {
+            free(d);
+            return sl_set_error(SL_ERR_NOMEM, "train dense: out of memory (%d pairs per batch)",
+                                m->max_batch);
+        }
+        float *q = d->mem;
+        for (int i = 0; i < 15; i++) {
+            *slots[i] = q;
+            q += sizes[i];
+        }
+        m->dense = d;
+    }
+    if (m->dense) m->dense->weight = weight, m->dense->beta = beta;
+    return SL_OK;
+}
+
+/* Forward of the dense objective after both towers (B pairs). */
+static float dense_forward(sl_train_model *m, int B) {
+    struct sl_train_dense *d = m->dense;
+    const sl_clip_config *c = &m->cfg;
+    const sl_train_params *p = &m->params;
+    const int L = c->vision.layers, W = c->vision.width, D = c->embed_dim;
+    const int P = sl_clip_num_patches(c), T = P + 1, R = B * T;
+    const float *v = m->acts.v.blocks[L - 1].qkv + 2 * W; /* [R, W], row stride 3W */
+    /* u = v . Wo^T + bo; z = normalise(LN_post(u) . proj) (the encoder's
+     * value-path patch tokens) */
+    sl_op_matmul_forward(d->u, W, v, 3 * W, p->v_blocks[L - 1].o_w, 0, p->v_blocks[L - 1].o_b, R, W,
+                         W, SL_OP_ACT_NONE, 0);
+    sl_op_residual_layernorm_forward(d->ln, d->mean, d->rstd, d->u, NULL, p->post_w, p->post_b, R,
+                                     W, c->vision.ln_eps);
+    sl_op_matmul_forward(d->feat, D, d->ln, W, p->v_proj, 0, NULL, R, W, D, SL_OP_ACT_NONE, 0);
+    sl_op_l2_normalize_forward(d->z, d->norm, d->feat, R, D);
+    return sl_loss_dense_forward(d->saved, d->w, d->z, T, 1, P, m->acts.t.emb, *p->logit_scale,
+                                 d->beta, B, D);
+}
+
+/* Backward of the forward's weight times the dense objective: adds into
+ * the text embeddings' gradient (acts.d_txt), logit_scale, the visual
+ * projection, LN_post and the last image block's out_proj and value
+ * weights (v_w, v_b), and stops there: the LN1 output the value path reads
+ * is taken as a constant (see model.h). */
+static void dense_backward(sl_train_model *m, int B) {
+    struct sl_train_dense *d = m->dense;
+    const sl_clip_config *c = &m->cfg;
+    const sl_train_params *p = &m->params;
+    sl_train_params *g = &m->grads;
+    const int L = c->vision.layers, W = c->vision.width, D = c->embed_dim;
+    const int P = sl_clip_num_patches(c), T = P + 1, R = B * T;
+    const size_t RD = (size_t)R * D, RW = (size_t)R * W;
+    memset(d->dz, 0, RD * sizeof(float));
+    sl_loss_dense_backward(d->dz, m->acts.d_txt, g->logit_scale, d->scratch, d->used_weight,
+                           d->saved, d->w, d->z, T, 1, P, m->acts.t.emb, *p->logit_scale, B, D);
+    memset(d->dfeat, 0, RD * sizeof(float));
+    sl_op_l2_normalize_backward(d->dfeat, d->dz, d->z, d->norm, R, D);
+    memset(d->dln, 0, RW * sizeof(float));
+    sl_op_matmul_backward(d->dln, W, g->v_proj, NULL, NULL, d->dfeat, D, d->ln, W, p->v_proj, 0,
+                          NULL, R, W, D, SL_OP_ACT_NONE);
+    memset(d->du, 0, RW * sizeof(float));
+    sl_op_residual_layernorm_backward(d->du, g->post_w, g->post_b, d->dln, d->u, d->mean, d->rstd,
+                                      p->post_w, R, W);
+    memset(d->dv, 0, RW * sizeof(float));
+    sl_op_matmul_backward(d->dv, W, g->v_blocks[L - 1].o_w, g->v_blocks[L - 1].o_b, NULL, d->du, W,
+                          m->acts.v.blocks[L - 1].qkv + 2 * W, 3 * W, p->v_blocks[L - 1].o_w, 0,
+                          NULL, R, W, W, SL_OP_ACT_NONE);
+    sl_op_matmul_backward(NULL, 0, g->v_blocks[L - 1].v_w, g->v_blocks[L - 1].v_b, NULL, d->dv, W,
+                          m->acts.v.blocks[L - 1].ln1, W, p->v_blocks[L - 1].v_w, 0, NULL, R, W, W,
+                          SL_OP_ACT_NONE);
+}
+
 /* Attention scratch for sequences up to maxlen at the current thread
  * count, forward and backward. */
 static sl_status att_scratch(sl_train_model *m, int maxlen) {
@@ -665,7 +776,18 @@ sl_status sl_train_model_forward(sl_train_model *m, const float *pixels, const i
                    ctx, 1, m->att_scratch);
     head_forward(&a->t, p->t_blocks, &c->text, p->final_w, p->final_b, p->t_proj, B, D);
 
-    m->loss = sl_loss_infonce_forward(a->loss_saved, a->v.emb, a->t.emb, *p->logit_scale, B, D);
+    m->loss_global =
+        sl_loss_infonce_forward(a->loss_saved, a->v.emb, a->t.emb, *p->logit_scale, B, D);
+    m->loss_dense = 0;
+    m->loss = m->loss_global;
+    if (m->dense) {
+        m->dense->active = m->dense->weight > 0;
+        m->dense->used_weight = m->dense->weight;
+    }
+    if (m->dense && m->dense->active) {
+        m->loss_dense = dense_forward(m, B);
+        m->loss += m->dense->weight * m->loss_dense;
+    }
     m->batch = B;
     if (loss) *loss = m->loss;
     return SL_OK;
@@ -770,6 +892,7 @@ sl_status sl_train_model_backward(sl_train_model *m) {
     zero(a->d_txt, (size_t)B * D);
     sl_loss_infonce_backward(a->d_img, a->d_txt, g->logit_scale, a->d_logits, 1.0f, a->loss_saved,
                              a->v.emb, a->t.emb, *p->logit_scale, B, D);
+    if (m->dense && m->dense->active) dense_backward(m, B);
 
     /* Image tower, then LN_pre, embeddings and the patch conv. */
     tower_backward(a, &a->v, p->v_blocks, g->v_blocks, &c->vision, p->post_w, g->post_w, g->post_b,

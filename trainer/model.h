@@ -173,7 +173,10 @@ typedef struct sl_train_model {
     int batch;                /* B of the last forward (0: none yet) */
     int text_rows;            /* text rows of the last forward (sequences packed up to
                                  their pooled positions) */
-    float loss;               /* loss of the last forward */
+    float loss;               /* loss of the last forward (global + dense_weight * dense) */
+    /* The dense (patch-level) objective, off until sl_train_model_set_dense. */
+    struct sl_train_dense *dense;
+    float loss_global, loss_dense; /* the last forward's two terms (dense 0 when off) */
 } sl_train_model;
 
 /* A new model of architecture cfg (validated) with the random
@@ -212,7 +215,8 @@ size_t sl_train_acts_layout(const sl_clip_config *cfg, int max_batch, sl_train_a
 /* Forward of B <= max_batch pairs: pixels [B, 3, S, S] (normalised),
  * tokens [B, ctx] (ids in [0, vocab); pooled at the end-of-text position by
  * the config's rule). *loss = symmetric InfoNCE of the normalised image
- * and text embeddings with scale exp(min(logit_scale, ln 100)). Saves the
+ * and text embeddings with scale exp(min(logit_scale, ln 100)), plus the
+ * dense objective when set (sl_train_model_set_dense). Saves the
  * activations for sl_train_model_backward. SL_ERR_INVALID on a bad batch
  * size or token id (naming its row and position). */
 sl_status sl_train_model_forward(sl_train_model *m, const float *pixels, const int32_t *tokens,
@@ -222,6 +226,24 @@ sl_status sl_train_model_forward(sl_train_model *m, const float *pixels, const i
  * gradient buffer (call sl_train_model_zero_grad first for a fresh step).
  * SL_ERR_INVALID when no forward has run. */
 sl_status sl_train_model_backward(sl_train_model *m);
+
+/* Add the dense objective to the loss with weight `weight` (0 turns it
+ * off) and sharpness beta: sl_loss_dense (kernels/cpu/loss.h) over each
+ * picture's patch embeddings, taken as the encoder's value-path patch
+ * tokens (LN_post(out_proj(value(LN1(x)))) of the last image block,
+ * projected and L2-normalised: what grounding scores phrases against), and
+ * the texts' global embeddings, with the learnt logit scale. It trains the
+ * patches from captions alone: the best-matching patches of a picture must
+ * pick out its own caption among the batch's. Its gradient stops at the
+ * last block's LN1 output (the value path's input is a constant to it): it
+ * trains the per-patch read-out (value weights, out_proj, LN_post, visual
+ * projection) and the texts, not the blocks below, which could otherwise
+ * gather a picture's content into any patch and leave the patches' places
+ * behind. A forward uses the weight set at that time, its backward the
+ * same. Allocates its buffers (for max_batch pairs) the first time.
+ * SL_ERR_INVALID for weight < 0 or beta <= 0 (or not finite),
+ * SL_ERR_NOMEM. */
+sl_status sl_train_model_set_dense(sl_train_model *m, float weight, float beta);
 
 /* Set every gradient to 0. */
 void sl_train_model_zero_grad(sl_train_model *m);

@@ -37,6 +37,7 @@ typedef struct hparams {
     int64_t steps, warmup, seed, save_every, eval_every;
     int batch, accum, threads, augment, shuffle, keep;
     double lr, weight_decay, beta1, beta2, eps, grad_clip;
+    double dense_weight, dense_beta; /* the dense objective (weight 0: off) */
     sl_augment_opts aug;
 } hparams;
 
@@ -87,18 +88,27 @@ static sl_status resolve(const sl_train_opts *o, const json_t *a, const json_t *
     pick_dbl(&h->beta2, o->beta2, a, b, "beta2", 0.98);
     pick_dbl(&h->eps, o->eps, a, b, "eps", 1e-6);
     pick_dbl(&h->grad_clip, o->grad_clip, a, b, "grad_clip", 0.0);
+    pick_dbl(&h->dense_weight, NAN, a, b, "dense_weight", 0.0);
+    pick_dbl(&h->dense_beta, NAN, a, b, "dense_beta", 10.0);
+    if (!(h->dense_weight >= 0 && h->dense_weight <= 100))
+        return sl_set_error(SL_ERR_INVALID, "train: dense_weight %g outside [0, 100]",
+                            h->dense_weight);
+    if (!(h->dense_beta > 0 && h->dense_beta <= 1000))
+        return sl_set_error(SL_ERR_INVALID, "train: dense_beta %g outside (0, 1000]",
+                            h->dense_beta);
     pick_dbl(&h->aug.crop_scale_min, NAN, a, b, "crop_scale", 0.9);
     pick_dbl(&h->aug.color_jitter, NAN, a, b, "color_jitter", 0.0);
     pick_dbl(&h->aug.blur_sigma, NAN, a, b, "blur_sigma", 0.0);
     pick_dbl(&h->aug.blur_p, NAN, a, b, "blur_p", 0.0);
     pick_dbl(&h->aug.posterize_p, NAN, a, b, "posterize_p", 0.0);
     pick_dbl(&h->aug.grayscale_p, NAN, a, b, "grayscale_p", 0.0);
+    pick_dbl(&h->aug.flip_p, NAN, a, b, "flip_p", 0.0);
     const sl_augment_opts *g = &h->aug;
     if (!(g->crop_scale_min > 0 && g->crop_scale_min <= 1) ||
         !(g->color_jitter >= 0 && g->color_jitter < 1) ||
         !(g->blur_sigma >= 0 && g->blur_sigma <= 4) || !(g->blur_p >= 0 && g->blur_p <= 1) ||
         !(g->posterize_p >= 0 && g->posterize_p <= 1) ||
-        !(g->grayscale_p >= 0 && g->grayscale_p <= 1))
+        !(g->grayscale_p >= 0 && g->grayscale_p <= 1) || !(g->flip_p >= 0 && g->flip_p <= 1))
         return sl_set_error(SL_ERR_INVALID,
                             "train: augmentation out of range (crop_scale in (0, 1], color_jitter "
                             "in [0, 1), blur_sigma in [0, 4], probabilities in [0, 1])");
@@ -119,10 +129,16 @@ static json_t *hparams_json(const hparams *h) {
                           h->batch, "accum", h->accum, "augment", h->augment, "shuffle", h->shuffle,
                           "lr", h->lr, "weight_decay", h->weight_decay, "beta1", h->beta1, "beta2",
                           h->beta2, "eps", h->eps, "grad_clip", h->grad_clip);
-    json_t *aug = json_pack("{s:f, s:f, s:f, s:f, s:f, s:f}", "crop_scale", h->aug.crop_scale_min,
-                            "color_jitter", h->aug.color_jitter, "blur_sigma", h->aug.blur_sigma,
-                            "blur_p", h->aug.blur_p, "posterize_p", h->aug.posterize_p,
-                            "grayscale_p", h->aug.grayscale_p);
+    if (j && (json_object_set_new(j, "dense_weight", json_real(h->dense_weight)) ||
+              json_object_set_new(j, "dense_beta", json_real(h->dense_beta)))) {
+        json_decref(j);
+        j = NULL;
+    }
+    json_t *aug =
+        json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "crop_scale", h->aug.crop_scale_min,
+                  "color_jitter", h->aug.color_jitter, "blur_sigma", h->aug.blur_sigma, "blur_p",
+                  h->aug.blur_p, "posterize_p", h->aug.posterize_p, "grayscale_p",
+                  h->aug.grayscale_p, "flip_p", h->aug.flip_p);
     if (!j || !aug || json_object_update(j, aug) != 0) {
         json_decref(j);
         j = NULL;
@@ -618,6 +634,13 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
                           cuda, h.accum);
         goto done;
     }
+    if (cuda >= 0 && h.dense_weight > 0) {
+        st = sl_set_error(SL_ERR_UNSUPPORTED,
+                          "train: cuda:%d: the dense objective (dense_weight %g) is not supported "
+                          "on the GPU yet (train it on the CPU or set dense_weight 0)",
+                          cuda, h.dense_weight);
+        goto done;
+    }
 
     if (o->resume) {
         st = sl_train_model_load(rdir, h.batch, &m);
@@ -637,6 +660,7 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
                           (int)sl_tokenizer_vocab_size(tok), m->cfg.vocab_size);
         goto done;
     }
+    if ((st = sl_train_model_set_dense(m, (float)h.dense_weight, (float)h.dense_beta))) goto done;
     sl_adamw_config ac = {h.beta1, h.beta2, h.eps, h.weight_decay, h.grad_clip};
     if ((st = sl_adamw_init(&opt, &ac, m->num_params))) goto done;
     if (o->resume) {
@@ -749,7 +773,7 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
     }
     for (int64_t step = first; step < stop && !st; step++) {
         double lr = sl_lr_cosine(h.lr, h.warmup, h.steps, step);
-        double loss_sum = 0, gn = 0;
+        double loss_sum = 0, dense_sum = 0, gn = 0;
         if (gpu) {
             /* K == 1: one micro-batch, the update on the GPU */
             float loss = 0;
@@ -768,6 +792,7 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
                 if ((st = sl_train_model_forward(m, pixels, tokens, B, &loss))) break;
                 if ((st = sl_train_model_backward(m))) break;
                 loss_sum += loss;
+                dense_sum += m->loss_dense;
             }
             if (st) break;
             if ((st = sl_adamw_step(&opt, m, lr, 1.0 / K, &gn))) break;
@@ -786,7 +811,10 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
         if (rank == 0 && eval_step && ev.n_images) {
             sl_retrieval_metrics mt;
             st = gpu_pull(gpu, m, &opt, &gpu_dirty);
+            /* the eval embeds through the forward: without the dense term */
+            if (!st) st = sl_train_model_set_dense(m, 0.0f, 1.0f);
             if (!st) st = eval_run(m, &ev, &mt);
+            if (!st) st = sl_train_model_set_dense(m, (float)h.dense_weight, (float)h.dense_beta);
             if (!st) {
                 r[0] = mt.i2t.r1, r[1] = mt.i2t.r5, r[2] = mt.i2t.r10;
                 r[3] = mt.t2i.r1, r[4] = mt.t2i.r5, r[5] = mt.t2i.r10;
@@ -799,6 +827,7 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
                     "{\"step\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
                     "\"samples_per_s\": %.4g",
                     (long long)(step + 1), loss, lr, gn, sps);
+            if (h.dense_weight > 0) fprintf(logf, ", \"loss_dense\": %.9g", dense_sum / K);
             if (r[0] >= 0)
                 fprintf(logf,
                         ", \"i2t_r1\": %.4g, \"i2t_r5\": %.4g, \"i2t_r10\": %.4g, \"t2i_r1\": "

@@ -92,15 +92,13 @@ static float log_scale_clamped(float t) {
     return t < SL_LOSS_MAX_LOG_SCALE ? t : SL_LOSS_MAX_LOG_SCALE;
 }
 
-float sl_loss_infonce_forward(float *saved, const float *img, const float *txt, float t, int B,
-                              int D) {
-    if (B <= 0) return 0.0f;
+/* The symmetric cross-entropy of logits [B, B] (saved[0, B*B), written by
+ * the caller): p_i2t and p_t2i into saved as sl_loss_infonce_forward lays
+ * them out; returns the loss (mean of both directions' mean CE). */
+static float infonce_from_logits(float *saved, int B) {
     const size_t BB = (size_t)B * B;
-    float *logits = saved, *p_i2t = saved + BB, *p_t2i = saved + 2 * BB;
-    const float s = expf(log_scale_clamped(t));
-    /* logits [B, B] = s * img . txt^T */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, B, D, s, img, D, txt, D, 0.0f, logits,
-                B);
+    const float *logits = saved;
+    float *p_i2t = saved + BB, *p_t2i = saved + 2 * BB;
     /* p_t2i row j = column j of the logits, then softmaxed in place. */
 #pragma omp parallel for schedule(static) if (BB > PAR_MIN)
     for (int j = 0; j < B; j++)
@@ -110,16 +108,13 @@ float sl_loss_infonce_forward(float *saved, const float *img, const float *txt, 
     return (float)((l_i2t + l_t2i) / (2.0 * B));
 }
 
-void sl_loss_infonce_backward(float *dimg, float *dtxt, float *dt, float *scratch, float dloss,
-                              const float *saved, const float *img, const float *txt, float t,
-                              int B, int D) {
-    if (B <= 0) return;
+/* G [B, B] = dloss / (2B) * (p_i2t + p_t2i^T - 2 I), the gradient of the
+ * logits saved by infonce_from_logits; returns sum(G * logits). */
+static double infonce_logits_grad(float *G, const float *saved, float dloss, int B) {
     const size_t BB = (size_t)B * B;
     const float *logits = saved, *p_i2t = saved + BB, *p_t2i = saved + 2 * BB;
-    const float s = expf(log_scale_clamped(t));
     const float c = dloss / (2.0f * (float)B);
-    float *G = scratch; /* [B, B] gradient of the logits */
-    double gl = 0;      /* sum(G * logits) */
+    double gl = 0;
 #pragma omp parallel for schedule(static) reduction(+ : gl) if (BB > PAR_MIN)
     for (int i = 0; i < B; i++) {
         float *g = G + (size_t)i * B;
@@ -128,6 +123,26 @@ void sl_loss_infonce_backward(float *dimg, float *dtxt, float *dt, float *scratc
         g[i] -= 2.0f * c;
         for (int j = 0; j < B; j++) gl += (double)g[j] * l[j];
     }
+    return gl;
+}
+
+float sl_loss_infonce_forward(float *saved, const float *img, const float *txt, float t, int B,
+                              int D) {
+    if (B <= 0) return 0.0f;
+    const float s = expf(log_scale_clamped(t));
+    /* logits [B, B] = s * img . txt^T */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, B, D, s, img, D, txt, D, 0.0f, saved,
+                B);
+    return infonce_from_logits(saved, B);
+}
+
+void sl_loss_infonce_backward(float *dimg, float *dtxt, float *dt, float *scratch, float dloss,
+                              const float *saved, const float *img, const float *txt, float t,
+                              int B, int D) {
+    if (B <= 0) return;
+    const float s = expf(log_scale_clamped(t));
+    float *G = scratch; /* [B, B] gradient of the logits */
+    const double gl = infonce_logits_grad(G, saved, dloss, B);
     /* logits = s * img . txt^T: dimg += s * G . txt; dtxt += s * G^T . img */
     if (dimg)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, D, B, s, G, B, txt, D, 1.0f, dimg,
@@ -136,5 +151,70 @@ void sl_loss_infonce_backward(float *dimg, float *dtxt, float *dt, float *scratc
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, B, D, B, s, G, B, img, D, 1.0f, dtxt,
                     D);
     /* d logits / dt = logits (ds/dt = s) below the clamp, 0 above it. */
+    if (dt && t <= SL_LOSS_MAX_LOG_SCALE) *dt += (float)gl;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Dense (patch-level) InfoNCE                                              */
+/* ------------------------------------------------------------------------ */
+
+float sl_loss_dense_forward(float *saved, float *w, const float *z, int T, int P0, int P,
+                            const float *txt, float t, float beta, int B, int D) {
+    if (B <= 0) return 0.0f;
+    const float s = expf(log_scale_clamped(t));
+    /* w [B T, B] = z . txt^T (every row; the rows outside the patches are
+     * left as they come and never read) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B * T, B, D, 1.0f, z, D, txt, D, 0.0f, w,
+                B);
+    float *logits = saved;
+    /* per (image b, text j): sim = (1/beta) log mean_p exp(beta a_p) over
+     * the patch rows; w becomes the softmax over p of beta a_p */
+#pragma omp parallel for schedule(static) if ((size_t)B * T * B > PAR_MIN)
+    for (int b = 0; b < B; b++) {
+        float *rows = w + ((size_t)b * T + P0) * B;
+        for (int j = 0; j < B; j++) {
+            float mx = -INFINITY;
+            for (int p = 0; p < P; p++)
+                if (rows[(size_t)p * B + j] > mx) mx = rows[(size_t)p * B + j];
+            double sum = 0;
+            for (int p = 0; p < P; p++) {
+                float e = expf(beta * (rows[(size_t)p * B + j] - mx));
+                rows[(size_t)p * B + j] = e;
+                sum += e;
+            }
+            const float inv = (float)(1.0 / sum);
+            for (int p = 0; p < P; p++) rows[(size_t)p * B + j] *= inv;
+            logits[(size_t)b * B + j] = s * (mx + (float)(log(sum / P) / beta));
+        }
+    }
+    return infonce_from_logits(saved, B);
+}
+
+void sl_loss_dense_backward(float *dz, float *dtxt, float *dt, float *scratch, float dloss,
+                            const float *saved, const float *w, const float *z, int T, int P0,
+                            int P, const float *txt, float t, int B, int D) {
+    if (B <= 0) return;
+    const float s = expf(log_scale_clamped(t));
+    float *G = scratch, *dA = scratch + (size_t)B * B; /* [B, B], [B T, B] */
+    const double gl = infonce_logits_grad(G, saved, dloss, B);
+    /* d a_{b p j} = s G[b, j] w[b p, j] on the patch rows, 0 elsewhere */
+#pragma omp parallel for schedule(static) if ((size_t)B * T * B > PAR_MIN)
+    for (int b = 0; b < B; b++)
+        for (int r = 0; r < T; r++) {
+            float *d = dA + ((size_t)b * T + r) * B;
+            if (r < P0 || r >= P0 + P) {
+                memset(d, 0, sizeof(float) * (size_t)B);
+                continue;
+            }
+            const float *wr = w + ((size_t)b * T + r) * B, *g = G + (size_t)b * B;
+            for (int j = 0; j < B; j++) d[j] = s * g[j] * wr[j];
+        }
+    /* a = z . txt^T: dz += dA . txt; dtxt += dA^T . z */
+    if (dz)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B * T, D, B, 1.0f, dA, B, txt, D,
+                    1.0f, dz, D);
+    if (dtxt)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, B, D, B * T, 1.0f, dA, B, z, D, 1.0f,
+                    dtxt, D);
     if (dt && t <= SL_LOSS_MAX_LOG_SCALE) *dt += (float)gl;
 }

@@ -80,6 +80,32 @@ void sl_loss_infonce_backward(float *dimg, float *dtxt, float *dt, float *scratc
                               const float *saved, const float *img, const float *txt, float t,
                               int B, int D);
 
+/* ------------------------------------------------------------------------ */
+/* Dense (patch-level) InfoNCE                                              */
+/* ------------------------------------------------------------------------ */
+
+/* The global loss's pairing scored through patches, a multiple-instance
+ * objective learnt from captions alone: image b has T rows of z [B T, D]
+ * (L2-normalised; rows P0 .. P0 + P - 1 of each image are its patches,
+ * P >= 1 and P0 + P <= T; the others, such as a class token, are
+ * ignored); text j has txt [B, D]
+ * (L2-normalised). Each (b, j) scores the soft maximum over b's patches
+ *   sim[b, j] = (1 / beta) log( (1/P) sum_p exp(beta z_bp . txt_j) ),
+ * (beta > 0: large, the best patch; small, their mean) and the loss is
+ * sl_loss_infonce's over logits = s * sim, s = exp(min(t, ln 100)).
+ * saved [3, B, B] (written) as sl_loss_infonce_forward's; w [B T, B]
+ * (written): on the patch rows, the softmax over p of beta z_bp . txt_j
+ * (column j). Returns the loss. */
+float sl_loss_dense_forward(float *saved, float *w, const float *z, int T, int P0, int P,
+                            const float *txt, float t, float beta, int B, int D);
+
+/* Backward of dloss * that loss: dz [B T, D] += (0 on the rows outside the
+ * patches), dtxt [B, D] +=, dt [1] += (below the clamp, as InfoNCE's).
+ * scratch [B B + B T B]. saved, w from the forward with the same inputs. */
+void sl_loss_dense_backward(float *dz, float *dtxt, float *dt, float *scratch, float dloss,
+                            const float *saved, const float *w, const float *z, int T, int P0,
+                            int P, const float *txt, float t, int B, int D);
+
 #ifdef __cplusplus
 }
 #endif

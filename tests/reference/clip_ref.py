@@ -152,14 +152,17 @@ def block(x, p, pre, heads, act, eps, causal):
     return x + F.linear(h, p[pre + "fc2.w"], p[pre + "fc2.b"])
 
 
-def encode_image(cfg, p, pixels, with_patches=True, patch_tokens="final", region=None):
+def encode_image(cfg, p, pixels, with_patches=True, patch_tokens="final", region=None,
+                 detach_value=False):
     """pixels [n, 3, S, S] -> (global [n, D], patches [n, P, D] or None).
     patch_tokens "final": the last block's output rows; "value": the last
     block's value path, o(v(ln1(x))) with its biases, no attention, residual
     or MLP (both then through the final LN and the projection).
     region: another input side for the patches: the pixels and the position
     grid resized (bicubic, align_corners False) to it (the global output is
-    then that pass's, which the caller ignores)."""
+    then that pass's, which the caller ignores).
+    detach_value: the value path reads a detached ln1(x) (no gradient below
+    it through the patches; the trainer's dense objective)."""
     pos = p["v.pos"]
     if region is not None and region != pixels.shape[-1]:
         pixels = F.interpolate(pixels, size=(region, region), mode="bicubic", align_corners=False)
@@ -177,6 +180,8 @@ def encode_image(cfg, p, pixels, with_patches=True, patch_tokens="final", region
         if i == cfg.v_layers - 1 and patch_tokens == "value":
             pre = f"v.{i}."
             h = layer_norm(x, p[pre + "ln1.w"], p[pre + "ln1.b"], cfg.eps)
+            if detach_value:
+                h = h.detach()
             v = F.linear(h, p[pre + "v.w"], p[pre + "v.b"])
             value = F.linear(v, p[pre + "o.w"], p[pre + "o.b"])
         x = block(x, p, f"v.{i}.", cfg.v_heads, cfg.act, cfg.eps, False)

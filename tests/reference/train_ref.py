@@ -8,12 +8,20 @@ InfoNCE loss of a batch and the gradient of every parameter tensor:
   logits = exp(min(logit_scale, ln 100)) * img . txt^T
   loss = (CE(logits, arange) + CE(logits^T, arange)) / 2
 
+and, in the cases with a dense weight w and sharpness beta, plus w times
+the same loss over the dense logits
+  s * (1/beta) log mean_p exp(beta patch_bp . txt_j)
+where patch_bp are the normalised value-path patch tokens of image b, read
+from the last block's LN1 output detached (the dense term's gradient stops
+there).
+
 usage: train_ref.py OUT_DIR      writes OUT_DIR/cases.txt (one case name a
 line) and per case OUT_DIR/NAME/:
   model/config.json, model/model.safetensors   the checkpoint (F32)
   pixels.bin    float32 [B, 3, S, S] (little-endian, C order)
   tokens.bin    int32 [B, ctx]
   loss.txt      the loss (repr of a float64)
+  dense.txt     (dense cases) "weight beta"
   grads.safetensors   float32 gradient of every tensor, HF names
 """
 import math
@@ -31,26 +39,37 @@ B = 6
 TINY = dict(image_size=32, patch=8, v_width=48, v_layers=2, v_heads=3, v_mlp=192,
             t_width=32, t_layers=2, t_heads=2, t_mlp=128, ctx=16, vocab=600, embed=24,
             eos=599)
-# name: (overrides, logit_scale)
+# name: (overrides, logit_scale, dense (weight, beta) or None)
 CASES = {
-    "quick_gelu_argmax": (dict(act="quick_gelu", pool_argmax=True), math.log(1 / 0.07)),
-    "gelu_eos": (dict(act="gelu", pool_argmax=False), 4.0),
+    "quick_gelu_argmax": (dict(act="quick_gelu", pool_argmax=True), math.log(1 / 0.07), None),
+    "gelu_eos": (dict(act="gelu", pool_argmax=False), 4.0, None),
+    "dense": (dict(act="quick_gelu", pool_argmax=False), 3.0, (0.5, 5.0)),
 }
 
 
-def loss_of(cfg, p, pixels, ids):
-    img, _ = clip_ref.encode_image(cfg, p, pixels, with_patches=False)
+def symmetric_ce(logits):
+    target = torch.arange(logits.shape[0])
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+
+def loss_of(cfg, p, pixels, ids, dense=None):
+    img, patches = clip_ref.encode_image(cfg, p, pixels, with_patches=dense is not None,
+                                         patch_tokens="value", detach_value=True)
     txt, _ = clip_ref.encode_text(cfg, p, ids, with_tokens=False)
     img = F.normalize(img, dim=-1)
     txt = F.normalize(txt, dim=-1)
     s = torch.exp(torch.clamp(p["logit_scale"], max=math.log(100.0)))
-    logits = s * img @ txt.t()
-    target = torch.arange(img.shape[0])
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+    loss = symmetric_ce(s * img @ txt.t())
+    if dense is not None:
+        w, beta = dense
+        a = torch.einsum("bpd,jd->bjp", F.normalize(patches, dim=-1), txt)
+        sim = (torch.logsumexp(beta * a, dim=-1) - math.log(a.shape[-1])) / beta
+        loss = loss + w * symmetric_ce(s * sim)
+    return loss
 
 
 def write_case(name, out):
-    over, scale = CASES[name]
+    over, scale, dense = CASES[name]
     cfg = clip_ref.Config(**TINY, **over)
     seed = 1000 + sum(ord(c) for c in name)
     p = clip_ref.random_params(cfg, seed)
@@ -69,12 +88,15 @@ def write_case(name, out):
     g = torch.Generator().manual_seed(seed + 1)
     pixels = torch.randn(B, 3, cfg.image_size, cfg.image_size, generator=g)
     ids = clip_ref.make_tokens(cfg, B, g)
-    loss = loss_of(cfg, q, pixels.double(), ids)
+    loss = loss_of(cfg, q, pixels.double(), ids, dense)
     loss.backward()
     pixels.numpy().astype("<f4").tofile(os.path.join(d, "pixels.bin"))
     ids.numpy().astype("<i4").tofile(os.path.join(d, "tokens.bin"))
     with open(os.path.join(d, "loss.txt"), "w") as f:
         f.write(repr(float(loss)) + "\n")
+    if dense is not None:
+        with open(os.path.join(d, "dense.txt"), "w") as f:
+            f.write("%r %r\n" % dense)
     grads = {n: q[keys[n]].grad.float() for n in named}
     clip_ref.st_write(os.path.join(d, "grads.safetensors"), grads, "F32")
 
