@@ -823,6 +823,9 @@ static sl_status on_phrase(void *vctx, const char *entity, const char *types, co
     sl_status st = sl_ground_set_types(c->set, types, &mask);
     if (st) /* the set's message names neither the file nor the line */
         return sl_wrap_error(st, "%s:%d: ", c->path, c->line);
+    /* every phrase is a mention (what --contrast scores against) */
+    if ((st = sl_ground_set_add_mention(c->set, words, c->line)))
+        return sl_wrap_error(st, "%s:%d: ", c->path, c->line);
     const ent_rec *r = ent_find(c->ents, entity);
     if (r && r->boxes > 0) {
         st = sl_ground_set_add_phrase(c->set, words, entity, mask, r->box, r->boxes, c->line);

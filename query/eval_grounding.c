@@ -49,9 +49,11 @@ void sl_ground_set_free(sl_ground_set *set) {
         free(set->phrases[i].text);
         free(set->phrases[i].entity);
     }
+    for (size_t i = 0; i < set->n_mentions; i++) free(set->mentions[i].text);
     for (int t = 0; t < set->n_types; t++) free(set->types[t]);
     free(set->images);
     free(set->phrases);
+    free(set->mentions);
     memset(set, 0, sizeof *set);
 }
 
@@ -76,6 +78,7 @@ sl_status sl_ground_set_add_image(sl_ground_set *set, const char *id, const char
     im->width = width;
     im->height = height;
     im->first = set->n_phrases;
+    im->mfirst = set->n_mentions;
     set->n_images++;
     return SL_OK;
 }
@@ -106,6 +109,25 @@ sl_status sl_ground_set_add_phrase(sl_ground_set *set, const char *text, const c
     p->line = line;
     set->n_phrases++;
     set->images[set->n_images - 1].count++;
+    return SL_OK;
+}
+
+sl_status sl_ground_set_add_mention(sl_ground_set *set, const char *text, int line) {
+    if (set->n_images == 0)
+        return sl_set_error(SL_ERR_INVALID, "grounding set: a mention before any image");
+    if (set->n_mentions == set->cap_mentions) {
+        size_t nc = set->cap_mentions ? set->cap_mentions * 2 : 256;
+        sl_ground_mention *nm = realloc(set->mentions, nc * sizeof *nm);
+        if (!nm) return sl_set_error(SL_ERR_NOMEM, "grounding set: out of memory");
+        set->mentions = nm;
+        set->cap_mentions = nc;
+    }
+    sl_ground_mention *m = &set->mentions[set->n_mentions];
+    if (!(m->text = strdup(text)))
+        return sl_set_error(SL_ERR_NOMEM, "grounding set: out of memory");
+    m->line = line;
+    set->n_mentions++;
+    set->images[set->n_images - 1].mcount++;
     return SL_OK;
 }
 
@@ -204,6 +226,10 @@ static void help(FILE *out) {
         "  --json OUT.json   write the results as JSON\n"
         "  --details F.jsonl one JSON line per judged phrase (boxes, IoU, correct)\n"
         "  --rel X           relative threshold of the similarity map (default 0.75)\n"
+        "  --contrast        each phrase's map minus, cell by cell, the largest map of the\n"
+        "                    other phrases its sentence marks (boxed or not; its object must\n"
+        "                    beat theirs); the --details score is then that map's peak.\n"
+        "                    Entities only (a RefCOCO expression has no sentence mates)\n"
         "  --region-size N   input side of the patch-token pass (default: the model's\n"
         "                    region_size, else its image size; not with --index)\n"
         "  --patch-tokens value|final\n"
@@ -228,25 +254,30 @@ typedef struct ev_args {
     int region_size;
     double rel;
     int batch, threads, skip_bad, quiet;
+    int contrast; /* each phrase's map against its sentence's other phrases */
     uint64_t max_pixels;
 } ev_args;
 
-/* Unique phrase texts: row[k] is the embedding row of phrase k. */
+/* Unique texts of the phrases (and the mentions, with_mentions): row[k] is
+ * the embedding row of phrase k, row[n_phrases + m] that of mention m. */
 typedef struct text_rows {
     const char **texts; /* unique texts (borrowed from the set) */
     size_t n;
-    size_t *row; /* [n_phrases] */
+    size_t *row; /* [n_phrases + n_mentions] */
 } text_rows;
 
-static int cmp_phrase_text(const void *a, const void *b, void *ctx) {
-    const sl_ground_set *set = ctx;
+static const char *text_of(const sl_ground_set *set, size_t i) {
+    return i < set->n_phrases ? set->phrases[i].text : set->mentions[i - set->n_phrases].text;
+}
+
+static int cmp_text(const void *a, const void *b, void *ctx) {
     size_t x = *(const size_t *)a, y = *(const size_t *)b;
-    int c = strcmp(set->phrases[x].text, set->phrases[y].text);
+    int c = strcmp(text_of(ctx, x), text_of(ctx, y));
     return c ? c : (x < y ? -1 : x > y);
 }
 
-static sl_status unique_texts(const sl_ground_set *set, text_rows *tr) {
-    size_t n = set->n_phrases;
+static sl_status unique_texts(const sl_ground_set *set, int with_mentions, text_rows *tr) {
+    size_t n = set->n_phrases + (with_mentions ? set->n_mentions : 0);
     size_t *order = malloc((n ? n : 1) * sizeof *order);
     tr->texts = malloc((n ? n : 1) * sizeof *tr->texts);
     tr->row = malloc((n ? n : 1) * sizeof *tr->row);
@@ -256,9 +287,9 @@ static sl_status unique_texts(const sl_ground_set *set, text_rows *tr) {
         return sl_set_error(SL_ERR_NOMEM, "out of memory for %zu phrases", n);
     }
     for (size_t i = 0; i < n; i++) order[i] = i;
-    if (n) qsort_r(order, n, sizeof *order, cmp_phrase_text, (void *)set);
+    if (n) qsort_r(order, n, sizeof *order, cmp_text, (void *)set);
     for (size_t i = 0; i < n; i++) {
-        const char *t = set->phrases[order[i]].text;
+        const char *t = text_of(set, order[i]);
         if (tr->n == 0 || strcmp(tr->texts[tr->n - 1], t) != 0) tr->texts[tr->n++] = t;
         tr->row[order[i]] = tr->n - 1;
     }
@@ -315,7 +346,7 @@ typedef struct ev_run {
 } ev_run;
 
 static sl_status encode_texts(ev_run *r) {
-    sl_status st = unique_texts(r->set, &r->tr);
+    sl_status st = unique_texts(r->set, r->a->contrast, &r->tr);
     if (st) return st;
     size_t n = r->tr.n, D = (size_t)r->D;
     size_t bytes;
@@ -330,24 +361,48 @@ static sl_status encode_texts(ev_run *r) {
     return SL_OK;
 }
 
-/* Ground every phrase of image i from its normalised patches [P, D]. */
+/* sim [P] = the similarity of text row `row`'s embedding to each patch
+ * (keep: the larger of that and what sim holds). */
+static void text_map(const ev_run *r, size_t row, const float *patches, float *sim, int keep) {
+    const size_t P = (size_t)r->P, D = (size_t)r->D;
+    const float *t = r->text_emb + row * D;
+    for (size_t p = 0; p < P; p++) {
+        const float *v = patches + p * D;
+        float s = 0;
+        for (size_t d = 0; d < D; d++) s += v[d] * t[d];
+        sim[p] = keep && sim[p] > s ? sim[p] : s;
+    }
+}
+
+/* Ground every phrase of image i from its normalised patches [P, D]. With
+ * --contrast a phrase's map is its similarity minus, cell by cell, the
+ * largest similarity of the other phrases of its sentence: every phrase
+ * the sentence marks, with a box or not (the mentions; phrases with the
+ * same words are not each other's rivals), so where its own object is it
+ * beats the sentence's other things. A phrase alone in its sentence keeps
+ * its plain map. */
 static sl_status ground_image(ev_run *r, size_t i, const float *patches, const sl_crop_map *map,
                               int width, int height, float *sim) {
     const sl_ground_image *im = &r->set->images[i];
-    const size_t P = (size_t)r->P, D = (size_t)r->D;
-    for (size_t k = im->first; k < im->first + im->count; k++) {
-        const float *t = r->text_emb + r->tr.row[k] * D;
-        for (size_t p = 0; p < P; p++) {
-            const float *v = patches + p * D;
-            float s = 0;
-            for (size_t d = 0; d < D; d++) s += v[d] * t[d];
-            sim[p] = s;
-        }
-        sl_status st = sl_ground_box(sim, r->grid, r->grid, r->cell, (float)r->a->rel, map, width,
-                                     height, &r->pred[k], &r->score[k]);
-        if (st) return sl_wrap_error(st, "%s: ", im->file_name);
+    const size_t P = (size_t)r->P, np = r->set->n_phrases;
+    float *other = NULL;
+    if (r->a->contrast && im->mcount > 1 && !(other = malloc(P * sizeof *other)))
+        return sl_set_error(SL_ERR_NOMEM, "%s: out of memory", im->file_name);
+    sl_status st = SL_OK;
+    for (size_t k = im->first; k < im->first + im->count && !st; k++) {
+        const size_t row = r->tr.row[k];
+        text_map(r, row, patches, sim, 0);
+        int rivals = 0;
+        for (size_t m = im->mfirst; other && m < im->mfirst + im->mcount; m++)
+            if (r->set->mentions[m].line == r->set->phrases[k].line && r->tr.row[np + m] != row)
+                text_map(r, r->tr.row[np + m], patches, other, rivals++);
+        for (size_t p = 0; rivals && p < P; p++) sim[p] -= other[p];
+        st = sl_ground_box(sim, r->grid, r->grid, r->cell, (float)r->a->rel, map, width, height,
+                           &r->pred[k], &r->score[k]);
+        if (st) st = sl_wrap_error(st, "%s: ", im->file_name);
     }
-    return SL_OK;
+    free(other);
+    return st;
 }
 
 static void note_size(const sl_ground_image *im, int w, int h) {
@@ -524,8 +579,8 @@ done:
 /* ---- reports ------------------------------------------------------------- */
 
 static void print_table(FILE *f, const ev_run *r, const sl_ground_score *sc, const char *bench) {
-    fprintf(f, "grounding accuracy (IoU >= 0.5) on %s: %zu images, rel %.3g\n", bench, sc->images,
-            r->a->rel);
+    fprintf(f, "grounding accuracy (IoU >= 0.5) on %s: %zu images, rel %.3g%s\n", bench, sc->images,
+            r->a->rel, r->a->contrast ? ", contrast" : "");
     fprintf(f, "%-14s %9s %9s\n", "type", "phrases", "accuracy");
     for (int t = 0; t < r->set->n_types; t++) {
         if (!sc->type_phrases[t]) continue;
@@ -579,6 +634,7 @@ static sl_status write_json(const ev_run *r, const sl_ground_score *sc, const ch
     pt = NULL;
     json_object_set_new(o, "iou_threshold", json_real(0.5));
     json_object_set_new(o, "rel", json_real(r->a->rel));
+    json_object_set_new(o, "contrast", json_boolean(r->a->contrast));
     json_object_set_new(o, "source", json_string(r->a->index ? "index" : "images"));
     char *text = json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
     if (!text) goto nomem;
@@ -655,6 +711,7 @@ static int parse_args(int argc, char **argv, ev_args *a) {
         O_THREADS,
         O_MAXPIX,
         O_SKIPBAD,
+        O_CONTRAST,
         O_QUIET,
         O_HELP
     };
@@ -674,6 +731,7 @@ static int parse_args(int argc, char **argv, ev_args *a) {
                                        {"threads", required_argument, 0, O_THREADS},
                                        {"max-pixels", required_argument, 0, O_MAXPIX},
                                        {"skip-bad", no_argument, 0, O_SKIPBAD},
+                                       {"contrast", no_argument, 0, O_CONTRAST},
                                        {"quiet", no_argument, 0, O_QUIET},
                                        {"help", no_argument, 0, O_HELP},
                                        {0, 0, 0, 0}};
@@ -713,6 +771,9 @@ static int parse_args(int argc, char **argv, ev_args *a) {
                 break;
             case O_SKIPBAD:
                 a->skip_bad = 1;
+                break;
+            case O_CONTRAST:
+                a->contrast = 1;
                 break;
             case O_QUIET:
                 a->quiet = 1;

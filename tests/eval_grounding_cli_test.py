@@ -10,7 +10,8 @@ third of the phrases get their predicted box (one box, or two whose union it
 is), the others a box far away, plus phrases without boxes (nobndbox, scene,
 notvisual, not annotated). Checks: the JSON's structure and counts, the
 accuracy and per-type accuracy, exact per-phrase agreement of correct /
-incorrect (--details) with the recomputation, the same through an index
+incorrect (--details) with the recomputation, --contrast's boxes against
+the same rule on the contrasted maps, the same through an index
 built with --region (patches stored as float16), --skip-bad (exit 3) and a
 corrupt image without it (exit 1, named), a malformed sentence file (exit 1,
 file and line named).
@@ -19,6 +20,7 @@ usage: eval_grounding_cli_test.py SIGHTLINE REFERENCE_DIR WORK_DIR
 (exit 77 = skipped: the binary has no `eval` command yet)"""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -104,7 +106,8 @@ with open(os.path.join(WORK, "list.txt"), "w") as f:
     for k in ids:
         f.write(os.path.join(imgdir, k + ".jpg") + "\n")
 texts = sorted({w for k in ids for (_, _, w) in phr[k]} |
-               {f"ref expression {i}" for i in range(6)})
+               {f"ref expression {i}" for i in range(6)} |
+               {"something", "the street", "someone", "a ghost"})
 with open(os.path.join(WORK, "texts.txt"), "w") as f:
     f.write("\n".join(texts) + "\n")
 run("encode", "--model", model, "--images", os.path.join(WORK, "list.txt"), "--out",
@@ -230,8 +233,10 @@ for k in ids:
     # phrases without boxes: one per reason
     objs.append(f"<object>\n<name>9{k}1</name>\n<nobndbox>1</nobndbox>\n<scene>0</scene>\n</object>")
     objs.append(f"<object>\n<name>9{k}2</name>\n<nobndbox>0</nobndbox>\n<scene>1</scene>\n</object>")
-    lines.append([f"[/EN#9{k}1/other something]", f"[/EN#9{k}2/scene the street]",
-                  "[/EN#0/notvisual someone]", f"[/EN#8{k}/animals a ghost]"])
+    # the nobndbox phrase shares the first sentence (a --contrast rival all the same)
+    lines[0].append(f"[/EN#9{k}1/other something]")
+    lines.append([f"[/EN#9{k}2/scene the street]", "[/EN#0/notvisual someone]",
+                  f"[/EN#8{k}/animals a ghost]"])
     with open(os.path.join(ent, "Sentences", k + ".txt"), "w") as f:
         for ln in lines:
             f.write("Here " + " and ".join(ln) + " .\n")
@@ -322,6 +327,39 @@ for t, (n_, c_) in per.items():
     check(got.get("phrases") == n_ and abs(got.get("accuracy", -1) - 100.0 * c_ / n_) < 1e-6,
           f"per_type[{t}] {got} vs {n_} phrases, {c_} correct")
 check("all" in p.stdout and "people" in p.stdout, "the table lists types and all")
+
+# ---- --contrast: each phrase's map minus the largest of its sentence's other phrases' ----
+# (every phrase the sentence marks, boxed or not: read back from the Sentences files here)
+out_det = os.path.join(WORK, "ent_contrast.jsonl")
+out_json = os.path.join(WORK, "ent_contrast.json")
+run("eval", "grounding", "--model", model, "--entities", ent, "--images", imgdir, "--split", split,
+    "--details", out_det, "--json", out_json, "--contrast", "--quiet", rc=0)
+check(json.load(open(out_json)).get("contrast") is True, "--contrast: the JSON says so")
+got = {(d["image"], d["line"], d["entity"], d["phrase"]): d
+       for d in map(json.loads, open(out_det))}
+check(set(got) == set(keys), "--contrast: the same phrases are judged")
+marked = {}
+for k in ids[:3]:
+    with open(os.path.join(ent, "Sentences", k + ".txt")) as f:
+        for ln, text in enumerate(f, 1):
+            marked[(k, ln)] = re.findall(r"\[/EN#\S+/\S+ ([^\]]*)\]", text)
+moved = checked = 0
+for key in keys:
+    img, line, _, words = key
+    k = img[:-4]
+    others = [o for o in marked[(k, line)] if o != words]
+    sim = patches[k] @ temb[words]
+    if others:
+        sim = sim - np.max([patches[k] @ temb[o] for o in others], axis=0)
+    b, margin = ground(sim, *sizes[k])
+    if margin < 1e-5:
+        continue
+    checked += 1
+    moved += tuple(b) != tuple(predict(k, words, patches)[0])
+    check(np.allclose(got[key]["box"], b, atol=1e-3),
+          f"--contrast: {key}: box {got[key]['box']} vs numpy {b}")
+check(checked >= len(keys) - 1 and moved > 0,
+      f"--contrast: {checked} of {len(keys)} phrases checked, {moved} boxes moved (want some)")
 
 # ---- RefCOCO through the images --------------------------------------------------
 refimg = {}

@@ -79,8 +79,16 @@ typedef struct sl_ground_image {
     char *file_name; /* relative to the images folder (owned) */
     int width;       /* declared by the annotations */
     int height;
-    size_t first, count;
+    size_t first, count;   /* its judged phrases: set->phrases[first .. first + count) */
+    size_t mfirst, mcount; /* every phrase read: set->mentions[mfirst .. mfirst + mcount) */
 } sl_ground_image;
+
+/* A phrase as read from a sentence, boxed or not (Entities): what a phrase
+ * can be scored against without knowing the annotations (--contrast). */
+typedef struct sl_ground_mention {
+    char *text; /* the words (owned) */
+    int line;   /* sentence line (1-based) */
+} sl_ground_mention;
 
 /* A benchmark: images in evaluation order, phrases grouped by image. */
 typedef struct sl_ground_set {
@@ -88,6 +96,8 @@ typedef struct sl_ground_set {
     size_t n_images, cap_images;
     sl_ground_phrase *phrases;
     size_t n_phrases, cap_phrases;
+    sl_ground_mention *mentions; /* Entities: every phrase of every sentence; RefCOCO: none */
+    size_t n_mentions, cap_mentions;
     char *types[SL_GROUND_MAX_TYPES]; /* distinct entity type names (owned) */
     int n_types;
     size_t skipped[SL_GSKIP_COUNT]; /* phrases left out, by reason */
@@ -136,6 +146,9 @@ sl_status sl_ground_set_add_image(sl_ground_set *set, const char *id, const char
 /* Append a phrase to the last image (strings copied). */
 sl_status sl_ground_set_add_phrase(sl_ground_set *set, const char *text, const char *entity,
                                    uint32_t types, sl_box box, int boxes, int line);
+
+/* Append a mention (any phrase read, judged or not) to the last image. */
+sl_status sl_ground_set_add_mention(sl_ground_set *set, const char *text, int line);
 
 /* The bit mask of "people/clothing", adding new type names to the set.
  * SL_ERR_LIMIT past SL_GROUND_MAX_TYPES distinct types. */
