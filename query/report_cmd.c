@@ -331,12 +331,14 @@ static sl_status eval_grounding(sl_report *r, const char *file, json_t *o, FILE 
     num_at(o, "iou_threshold", NULL, &iou);
     const char *bench = str_at(o, "benchmark");
     char title[1024];
+    const json_t *contrast = json_object_get(o, "contrast");
     snprintf(title, sizeof title,
-             "Phrase grounding: %s, %.0f images, correct at IoU \xe2\x89\xa5 %g%s",
+             "Phrase grounding: %s, %.0f images, correct at IoU \xe2\x89\xa5 %g%s%s",
              !strcmp(bench, "flickr30k_entities") ? "Flickr30K Entities format"
              : *bench                             ? bench
                                                   : "benchmark",
-             images, iou, !strcmp(str_at(o, "source"), "index") ? " (patches from the index)" : "");
+             images, iou, !strcmp(str_at(o, "source"), "index") ? " (patches from the index)" : "",
+             json_is_true(contrast) ? ", each phrase against its sentence's others" : "");
     sl_report_raw(r, "<table class=\"m\"><caption>");
     put_str(r, title);
     sl_report_raw(r, "</caption><tr><th>phrase type</th><th>phrases</th><th>correct</th>"

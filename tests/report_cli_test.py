@@ -142,6 +142,14 @@ for t, v in G["per_type"].items():
     check(f"<td>{t}</td><td>{v['phrases']}</td><td>{v['correct']}</td>"
           f"<td>{v['accuracy']:.2f}%</td>" in html, f"grounding row {t}")
 check(f"<td><b>{G['accuracy']:.2f}%</b></td>" in html, "overall grounding accuracy")
+# a --contrast evaluation says so in its table's caption
+check("against its sentence" not in html, "a plain grounding run called contrasted")
+with open(f"{WORK}/grounding_contrast.json", "w") as f:
+    json.dump(dict(G, contrast=True), f)
+run("report", "--out", f"{WORK}/out/contrast.html", "--eval", f"{WORK}/grounding_contrast.json",
+    rc=0)
+check("each phrase against its sentence&#39;s others" in open(f"{WORK}/out/contrast.html").read(),
+      "the --contrast run's caption (HTML-escaped)")
 
 # sections, thumbnails, boxes
 lines = [json.loads(x) for f in (text_jsonl, image_jsonl, phrase_jsonl) for x in open(f)]
