@@ -361,47 +361,55 @@ static sl_status encode_texts(ev_run *r) {
     return SL_OK;
 }
 
-/* sim [P] = the similarity of text row `row`'s embedding to each patch
- * (keep: the larger of that and what sim holds). */
-static void text_map(const ev_run *r, size_t row, const float *patches, float *sim, int keep) {
+/* sim [P] = the similarity of text row `row`'s embedding to each patch. */
+static void text_map(const ev_run *r, size_t row, const float *patches, float *sim) {
     const size_t P = (size_t)r->P, D = (size_t)r->D;
     const float *t = r->text_emb + row * D;
     for (size_t p = 0; p < P; p++) {
         const float *v = patches + p * D;
         float s = 0;
         for (size_t d = 0; d < D; d++) s += v[d] * t[d];
-        sim[p] = keep && sim[p] > s ? sim[p] : s;
+        sim[p] = s;
     }
 }
 
 /* Ground every phrase of image i from its normalised patches [P, D]. With
  * --contrast a phrase's map is its similarity minus, cell by cell, the
  * largest similarity of the other phrases of its sentence: every phrase
- * the sentence marks, with a box or not (the mentions; phrases with the
- * same words are not each other's rivals), so where its own object is it
- * beats the sentence's other things. A phrase alone in its sentence keeps
- * its plain map. */
+ * the sentence marks, with a box or not (the mentions, each mapped once
+ * per image; phrases with the same words are not each other's rivals), so
+ * where its own object is it beats the sentence's other things. A phrase
+ * alone in its sentence keeps its plain map. */
 static sl_status ground_image(ev_run *r, size_t i, const float *patches, const sl_crop_map *map,
                               int width, int height, float *sim) {
     const sl_ground_image *im = &r->set->images[i];
     const size_t P = (size_t)r->P, np = r->set->n_phrases;
-    float *other = NULL;
-    if (r->a->contrast && im->mcount > 1 && !(other = malloc(P * sizeof *other)))
-        return sl_set_error(SL_ERR_NOMEM, "%s: out of memory", im->file_name);
+    const size_t *mrow = r->tr.row + np + im->mfirst; /* the mentions' text rows */
+    float *mmap = NULL, *other = NULL; /* [mcount, P] the mentions' maps, [P] the largest rival */
+    if (r->a->contrast && im->mcount > 1) {
+        if (!(mmap = malloc((im->mcount + 1) * P * sizeof *mmap)))
+            return sl_set_error(SL_ERR_NOMEM, "%s: out of memory", im->file_name);
+        for (size_t m = 0; m < im->mcount; m++) text_map(r, mrow[m], patches, mmap + m * P);
+        other = mmap + im->mcount * P;
+    }
     sl_status st = SL_OK;
     for (size_t k = im->first; k < im->first + im->count && !st; k++) {
         const size_t row = r->tr.row[k];
-        text_map(r, row, patches, sim, 0);
+        text_map(r, row, patches, sim);
         int rivals = 0;
-        for (size_t m = im->mfirst; other && m < im->mfirst + im->mcount; m++)
-            if (r->set->mentions[m].line == r->set->phrases[k].line && r->tr.row[np + m] != row)
-                text_map(r, r->tr.row[np + m], patches, other, rivals++);
+        for (size_t m = 0; mmap && m < im->mcount; m++) {
+            if (r->set->mentions[im->mfirst + m].line != r->set->phrases[k].line || mrow[m] == row)
+                continue;
+            const float *o = mmap + m * P;
+            for (size_t p = 0; p < P; p++) other[p] = rivals && other[p] > o[p] ? other[p] : o[p];
+            rivals++;
+        }
         for (size_t p = 0; rivals && p < P; p++) sim[p] -= other[p];
         st = sl_ground_box(sim, r->grid, r->grid, r->cell, (float)r->a->rel, map, width, height,
                            &r->pred[k], &r->score[k]);
         if (st) st = sl_wrap_error(st, "%s: ", im->file_name);
     }
-    free(other);
+    free(mmap);
     return st;
 }
 

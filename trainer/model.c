@@ -32,8 +32,8 @@
 /* The dense objective's buffers (R = max_batch (P + 1) image rows). */
 struct sl_train_dense {
     float weight, beta;
-    int active;              /* the last forward computed it */
-    float used_weight;       /* ... with this weight (what its backward scales by) */
+    float used_weight;       /* the last forward's weight (0: it did not compute the
+                                term); what its backward scales by */
     float *mem;              /* one allocation */
     float *u;                /* [R, Wv] value path: out_proj(v) + bias = LN_post input */
     float *ln, *mean, *rstd; /* [R, Wv], [R], [R] LN_post */
@@ -540,10 +540,6 @@ done:
 }
 
 /* ------------------------------------------------------------------------ */
-/* Forward                                                                  */
-/* ------------------------------------------------------------------------ */
-
-/* ------------------------------------------------------------------------ */
 /* The dense objective                                                      */
 /* ------------------------------------------------------------------------ */
 
@@ -635,6 +631,10 @@ static void dense_backward(sl_train_model *m, int B) {
                           m->acts.v.blocks[L - 1].ln1, W, p->v_blocks[L - 1].v_w, 0, NULL, R, W, W,
                           SL_OP_ACT_NONE);
 }
+
+/* ------------------------------------------------------------------------ */
+/* Forward                                                                  */
+/* ------------------------------------------------------------------------ */
 
 /* Attention scratch for sequences up to maxlen at the current thread
  * count, forward and backward. */
@@ -776,17 +776,12 @@ sl_status sl_train_model_forward(sl_train_model *m, const float *pixels, const i
                    ctx, 1, m->att_scratch);
     head_forward(&a->t, p->t_blocks, &c->text, p->final_w, p->final_b, p->t_proj, B, D);
 
-    m->loss_global =
-        sl_loss_infonce_forward(a->loss_saved, a->v.emb, a->t.emb, *p->logit_scale, B, D);
+    m->loss = sl_loss_infonce_forward(a->loss_saved, a->v.emb, a->t.emb, *p->logit_scale, B, D);
     m->loss_dense = 0;
-    m->loss = m->loss_global;
-    if (m->dense) {
-        m->dense->active = m->dense->weight > 0;
-        m->dense->used_weight = m->dense->weight;
-    }
-    if (m->dense && m->dense->active) {
+    if (m->dense) m->dense->used_weight = m->dense->weight;
+    if (m->dense && m->dense->used_weight > 0) {
         m->loss_dense = dense_forward(m, B);
-        m->loss += m->dense->weight * m->loss_dense;
+        m->loss += m->dense->used_weight * m->loss_dense;
     }
     m->batch = B;
     if (loss) *loss = m->loss;
@@ -892,7 +887,7 @@ sl_status sl_train_model_backward(sl_train_model *m) {
     zero(a->d_txt, (size_t)B * D);
     sl_loss_infonce_backward(a->d_img, a->d_txt, g->logit_scale, a->d_logits, 1.0f, a->loss_saved,
                              a->v.emb, a->t.emb, *p->logit_scale, B, D);
-    if (m->dense && m->dense->active) dense_backward(m, B);
+    if (m->dense && m->dense->used_weight > 0) dense_backward(m, B);
 
     /* Image tower, then LN_pre, embeddings and the patch conv. */
     tower_backward(a, &a->v, p->v_blocks, g->v_blocks, &c->vision, p->post_w, g->post_w, g->post_b,

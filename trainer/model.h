@@ -173,10 +173,10 @@ typedef struct sl_train_model {
     int batch;                /* B of the last forward (0: none yet) */
     int text_rows;            /* text rows of the last forward (sequences packed up to
                                  their pooled positions) */
-    float loss;               /* loss of the last forward (global + dense_weight * dense) */
+    float loss;               /* loss of the last forward (global + dense weight * dense) */
     /* The dense (patch-level) objective, off until sl_train_model_set_dense. */
     struct sl_train_dense *dense;
-    float loss_global, loss_dense; /* the last forward's two terms (dense 0 when off) */
+    float loss_dense; /* the last forward's dense term before its weight (0 when off) */
 } sl_train_model;
 
 /* A new model of architecture cfg (validated) with the random
