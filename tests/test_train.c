@@ -236,9 +236,15 @@ static void test_tar(const sl_tokenizer *tok) {
     caption_of(201, cap, sizeof cap);
     if (ds.n == 5) CHECK(strcmp(ds.items[4].caption, cap) == 0 && ds.items[4].shard == 1);
     /* the loader decodes tar members */
-    sl_loader_opts lo = {
-        32, {0.5f, 0.5f, 0.5f}, {0.25f, 0.25f, 0.25f}, 16, 1, {0, 0, 0, 0, 0, 0, 0}, 1, 7, 2, 8, 0,
-        0};
+    sl_loader_opts lo = {.image_size = 32,
+                         .mean = {0.5f, 0.5f, 0.5f},
+                         .std = {0.25f, 0.25f, 0.25f},
+                         .context_length = 16,
+                         .augment = 1,
+                         .shuffle = 1,
+                         .seed = 7,
+                         .threads = 2,
+                         .prefetch = 8};
     sl_loader *l = NULL;
     CHECK_OK(sl_loader_create(&ds, tok, &lo, 0, &l));
     float px[5 * 3 * 32 * 32];
@@ -343,9 +349,13 @@ static void test_tsv_karpathy(const sl_tokenizer *tok) {
     fprintf(f, "missing.jpg\tnothing\n");
     fclose(f);
     CHECK_OK(sl_dataset_add_tsv(&ds, p, im));
-    sl_loader_opts lo = {
-        32, {0.5f, 0.5f, 0.5f}, {0.25f, 0.25f, 0.25f}, 16, 1, {0, 0, 0, 0, 0, 0, 0}, 1, 3, 0, 0, 0,
-        0};
+    sl_loader_opts lo = {.image_size = 32,
+                         .mean = {0.5f, 0.5f, 0.5f},
+                         .std = {0.25f, 0.25f, 0.25f},
+                         .context_length = 16,
+                         .augment = 1,
+                         .shuffle = 1,
+                         .seed = 3};
     float a[14 * 3 * 32 * 32], b[14 * 3 * 32 * 32];
     int32_t ta[14 * 16], tb[14 * 16];
     for (int run = 0; run < 2; run++) {
@@ -362,7 +372,7 @@ static void test_tsv_karpathy(const sl_tokenizer *tok) {
     /* with the photometric augmentations on: still independent of the
      * thread count, and different pictures */
     static float c[14 * 3 * 32 * 32], d[14 * 3 * 32 * 32];
-    sl_augment_opts aug = {0.7, 0.3, 1.0, 0.5, 0.5, 0.2, 0};
+    sl_augment_opts aug = {0.7, 0.3, 1.0, 0.5, 0.5, 0.2, 0, 0, 0};
     lo.aug = aug;
     for (int run = 0; run < 2; run++) {
         lo.threads = run ? 3 : 0;
@@ -385,7 +395,7 @@ static sl_loader_opts augmented_loader(int S, int ctx, int shuffle) {
                          {0.25f, 0.25f, 0.25f},
                          ctx,
                          1,
-                         {0.8, 0.3, 1.0, 0.5, 0.5, 0.2, 0.0},
+                         {0.8, 0.3, 1.0, 0.5, 0.5, 0.2, 0.0, 0, 0},
                          shuffle,
                          5,
                          2,
@@ -520,12 +530,12 @@ static void test_augment(void) {
             ref[c * P + i] =
                 (((float)((i % S) + (i / S) + 7 * c) / (2 * S + 14)) - mean[c]) / sd[c];
     /* all off: unchanged, no draw from the RNG */
-    sl_augment_opts none = {0.9, 0, 0, 0, 0, 0, 0};
+    sl_augment_opts none = {0.9, 0, 0, 0, 0, 0, 0, 0, 0};
     memcpy(px, ref, sizeof px);
     sl_augment_photometric(&none, &r, px, S, mean, sd);
     CHECK(memcmp(px, ref, sizeof px) == 0 && r == 1);
     /* grayscale: the three channels equal in [0, 1] */
-    sl_augment_opts gray = {0.9, 0, 0, 0, 0, 1.0, 0};
+    sl_augment_opts gray = {0.9, 0, 0, 0, 0, 1.0, 0, 0, 0};
     memcpy(px, ref, sizeof px);
     sl_augment_photometric(&gray, &r, px, S, mean, sd);
     double worst = 0;
@@ -536,7 +546,7 @@ static void test_augment(void) {
     }
     CHECK(worst < 1e-5);
     /* posterize: at most 16 levels per channel, each a multiple of 1/(L-1) */
-    sl_augment_opts post = {0.9, 0, 0, 0, 1.0, 0, 0};
+    sl_augment_opts post = {0.9, 0, 0, 0, 1.0, 0, 0, 0, 0};
     memcpy(px, ref, sizeof px);
     sl_augment_photometric(&post, &r, px, S, mean, sd);
     int levels_ok = 1;
@@ -549,7 +559,7 @@ static void test_augment(void) {
     CHECK(levels_ok);
     /* blur: smooths (smaller total variation), keeps the mean of a plane
      * away from the border effects within 2% */
-    sl_augment_opts blur = {0.9, 0, 2.0, 1.0, 0, 0, 0};
+    sl_augment_opts blur = {0.9, 0, 2.0, 1.0, 0, 0, 0, 0, 0};
     memcpy(px, ref, sizeof px);
     for (int i = 0; i < P; i++) px[i] = ((i / S + i % S) % 2 ? 1.0f - mean[0] : -mean[0]) / sd[0];
     double tv0 = 0, tv1 = 0, m0 = 0, m1 = 0;
@@ -558,7 +568,7 @@ static void test_augment(void) {
     for (int i = 0; i + 1 < P; i++) tv1 += fabs(px[i + 1] - px[i]), m1 += px[i];
     CHECK(tv1 < 0.5 * tv0 && fabs(m1 - m0) < 0.02 * fabs(m0) + 0.02 * P);
     /* colour jitter: values stay in [0, 1] and the picture changes */
-    sl_augment_opts jit = {0.9, 0.5, 0, 0, 0, 0, 0};
+    sl_augment_opts jit = {0.9, 0.5, 0, 0, 0, 0, 0, 0, 0};
     memcpy(px, ref, sizeof px);
     sl_augment_photometric(&jit, &r, px, S, mean, sd);
     int in01 = 1;
@@ -567,6 +577,43 @@ static void test_augment(void) {
         in01 &= v > -1e-5 && v < 1 + 1e-5;
     }
     CHECK(in01 && memcmp(px, ref, sizeof px) != 0);
+    /* random texture filter: a flat colour has no texture to change (within
+     * float rounding); on the ramp (values 0.2-0.8, so nothing clips) each
+     * channel keeps its mean within 1e-4 and its spread grows by at most
+     * 1e-4, and the picture changes; for every largest kernel size from 3
+     * to 9 */
+    for (int k = 3; k <= 9; k += 2) {
+        sl_augment_opts filt = {0.9, 0, 0, 0, 0, 0, 0, 1.0, k};
+        for (int i = 0; i < 3 * P; i++) px[i] = (0.3f - mean[i / P]) / sd[i / P];
+        sl_augment_photometric(&filt, &r, px, S, mean, sd);
+        double flat = 0;
+        for (int i = 0; i < 3 * P; i++)
+            flat = fmax(flat, fabs(px[i] * sd[i / P] + mean[i / P] - 0.3));
+        CHECK_MSG(flat < 1e-5, "filter_k %d: a flat picture changed by %g", k, flat);
+        for (int rep = 0; rep < 8; rep++) {
+            static float in[3 * P];
+            for (int c = 0; c < 3; c++)
+                for (int i = 0; i < P; i++)
+                    in[c * P + i] =
+                        (0.2f + 0.6f * (float)((i % S) * (i / S) + 5 * c) / (S * S + 10) -
+                         mean[c]) /
+                        sd[c];
+            memcpy(px, in, sizeof px);
+            sl_augment_photometric(&filt, &r, px, S, mean, sd);
+            for (int c = 0; c < 3; c++) {
+                double m0 = 0, m1 = 0, v0 = 0, v1 = 0;
+                for (int i = 0; i < P; i++) m0 += in[c * P + i], m1 += px[c * P + i];
+                m0 /= P, m1 /= P;
+                for (int i = 0; i < P; i++)
+                    v0 += (in[c * P + i] - m0) * (in[c * P + i] - m0),
+                        v1 += (px[c * P + i] - m1) * (px[c * P + i] - m1);
+                CHECK_MSG(fabs(m1 - m0) * sd[c] < 1e-4 && sqrt(v1 / P) <= sqrt(v0 / P) + 1e-4,
+                          "filter_k %d channel %d: mean %g -> %g, spread %g -> %g", k, c, m0, m1,
+                          sqrt(v0 / P), sqrt(v1 / P));
+            }
+            CHECK(memcmp(px, in, sizeof px) != 0);
+        }
+    }
 }
 
 /* ---- (a) resume --------------------------------------------------------- */
@@ -681,7 +728,7 @@ static void test_overfit(const char *preset, const sl_tokenizer *tok) {
                          {0.25f, 0.25f, 0.25f},
                          cfg.context_length,
                          0,
-                         {0, 0, 0, 0, 0, 0, 0},
+                         {0, 0, 0, 0, 0, 0, 0, 0, 0},
                          0,
                          1,
                          2,

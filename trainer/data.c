@@ -520,11 +520,60 @@ static float clamp01(float v) {
     return v < 0 ? 0 : v > 1 ? 1 : v;
 }
 
+/* A standard normal draw (Box-Muller). */
+static double normal01(uint64_t *rng) {
+    double u = uniform01(rng), v = uniform01(rng);
+    return sqrt(-2.0 * log(u > 1e-300 ? u : 1e-300)) * cos(6.283185307179586 * v);
+}
+
+/* Random texture filter: one k x k kernel (k odd, 3 to kmax) of normal
+ * weights with standard deviation 1/k (signed so they sum to >= 0), the
+ * same for every channel so the hues stay; each filtered channel is brought back to the mean and
+ * spread of its input, then mixed with it at a uniform ratio. Shapes and colours stay, shading and
+ * line texture change. */
+static void random_filter(float *px, int S, int kmax, uint64_t *rng) {
+    const size_t P = (size_t)S * S;
+    int k = 3 + 2 * (int)(sl_splitmix64(rng) % (uint64_t)((kmax - 1) / 2));
+    int r = k / 2;
+    float w[81];
+    double sum = 0;
+    for (int i = 0; i < k * k; i++) sum += w[i] = (float)(normal01(rng) / k);
+    if (sum < 0) /* a kernel that inverts the low frequencies would turn red to cyan */
+        for (int i = 0; i < k * k; i++) w[i] = -w[i];
+    float mix = (float)uniform01(rng);
+    float *y = malloc(P * sizeof(float));
+    if (!y) return; /* out of memory: the picture stays as it is */
+    for (int c = 0; c < 3; c++) {
+        float *x = px + c * P;
+        double sx = 0, sxx = 0, sy = 0, syy = 0;
+        for (int yy = 0; yy < S; yy++)
+            for (int xx = 0; xx < S; xx++) {
+                float a = 0;
+                for (int dy = -r; dy <= r; dy++) {
+                    int cy = yy + dy < 0 ? 0 : yy + dy >= S ? S - 1 : yy + dy;
+                    for (int dx = -r; dx <= r; dx++) {
+                        int cx = xx + dx < 0 ? 0 : xx + dx >= S ? S - 1 : xx + dx;
+                        a += w[(dy + r) * k + dx + r] * x[(size_t)cy * S + cx];
+                    }
+                }
+                y[(size_t)yy * S + xx] = a;
+                sy += a, syy += (double)a * a;
+            }
+        for (size_t i = 0; i < P; i++) sx += x[i], sxx += (double)x[i] * x[i];
+        double mx = sx / P, my = sy / P;
+        double dx2 = sxx / P - mx * mx, dy2 = syy / P - my * my;
+        double g = dy2 > 1e-12 && dx2 > 0 ? sqrt(dx2 / dy2) : 0;
+        for (size_t i = 0; i < P; i++)
+            x[i] = clamp01(mix * x[i] + (1 - mix) * (float)(mx + (y[i] - my) * g));
+    }
+    free(y);
+}
+
 void sl_augment_photometric(const sl_augment_opts *a, uint64_t *rng, float *px, int S,
                             const float mean[3], const float std[3]) {
     const size_t P = (size_t)S * S;
     int any = a->color_jitter > 0 || (a->blur_sigma > 0 && a->blur_p > 0) || a->posterize_p > 0 ||
-              a->grayscale_p > 0;
+              a->grayscale_p > 0 || a->filter_p > 0;
     if (!any) return;
     for (int c = 0; c < 3; c++)
         for (size_t i = 0; i < P; i++) px[c * P + i] = px[c * P + i] * std[c] + mean[c];
@@ -559,6 +608,7 @@ void sl_augment_photometric(const sl_augment_opts *a, uint64_t *rng, float *px, 
         float L = (float)((1 << (2 + (int)(sl_splitmix64(rng) % 3))) - 1);
         for (size_t i = 0; i < 3 * P; i++) px[i] = nearbyintf(clamp01(px[i]) * L) / L;
     }
+    if (a->filter_p > 0 && uniform01(rng) < a->filter_p) random_filter(px, S, a->filter_k, rng);
     if (a->grayscale_p > 0 && uniform01(rng) < a->grayscale_p)
         for (size_t i = 0; i < P; i++)
             R[i] = G[i] = B[i] = 0.299f * R[i] + 0.587f * G[i] + 0.114f * B[i];

@@ -75,8 +75,13 @@ sl_status sl_dataset_add(sl_train_dataset *ds, const char *spec, const char *ima
  * (brightness, contrast, saturation factors uniform in [1-j, 1+j]; hue is
  * left alone since captions name colours), Gaussian blur (sigma uniform in
  * [0.1, blur_sigma] output pixels) with probability blur_p, posterize (2 to
- * 4 bits per channel) with probability posterize_p, grayscale with
- * probability grayscale_p. Then, with probability flip_p, the picture is
+ * 4 bits per channel) with probability posterize_p, a random texture
+ * filter with probability filter_p (one k x k kernel of normal weights, k
+ * odd from 3 to filter_k, shared by the channels and signed to keep the low
+ * frequencies, each filtered channel rescaled to its input's mean and
+ * spread and mixed with it at a uniform ratio: shading and line texture
+ * change, shapes and colours stay), grayscale with probability
+ * grayscale_p. Then, with probability flip_p, the picture is
  * mirrored left to right and its caption with it (sl_caption_mirror). */
 typedef struct sl_augment_opts {
     double crop_scale_min; /* random resized crop area scale lower bound (0: 0.9) */
@@ -85,6 +90,8 @@ typedef struct sl_augment_opts {
     double posterize_p;
     double grayscale_p;
     double flip_p;
+    double filter_p; /* random texture filter's probability */
+    int filter_k;    /* its largest kernel size (odd, 3 to 9) */
 } sl_augment_opts;
 
 /* The caption of a picture mirrored left to right: "left" <-> "right" as

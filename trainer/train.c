@@ -103,12 +103,19 @@ static sl_status resolve(const sl_train_opts *o, const json_t *a, const json_t *
     pick_dbl(&h->aug.posterize_p, NAN, a, b, "posterize_p", 0.0);
     pick_dbl(&h->aug.grayscale_p, NAN, a, b, "grayscale_p", 0.0);
     pick_dbl(&h->aug.flip_p, NAN, a, b, "flip_p", 0.0);
+    pick_dbl(&h->aug.filter_p, NAN, a, b, "filter_p", 0.0);
+    double fk;
+    pick_dbl(&fk, NAN, a, b, "filter_k", 5.0);
+    if (!(fk >= 3 && fk <= 9 && fk == floor(fk) && ((int)fk & 1)))
+        return sl_set_error(SL_ERR_INVALID, "train: filter_k %g is not an odd size in [3, 9]", fk);
+    h->aug.filter_k = (int)fk;
     const sl_augment_opts *g = &h->aug;
     if (!(g->crop_scale_min > 0 && g->crop_scale_min <= 1) ||
         !(g->color_jitter >= 0 && g->color_jitter < 1) ||
         !(g->blur_sigma >= 0 && g->blur_sigma <= 4) || !(g->blur_p >= 0 && g->blur_p <= 1) ||
         !(g->posterize_p >= 0 && g->posterize_p <= 1) ||
-        !(g->grayscale_p >= 0 && g->grayscale_p <= 1) || !(g->flip_p >= 0 && g->flip_p <= 1))
+        !(g->grayscale_p >= 0 && g->grayscale_p <= 1) || !(g->flip_p >= 0 && g->flip_p <= 1) ||
+        !(g->filter_p >= 0 && g->filter_p <= 1))
         return sl_set_error(SL_ERR_INVALID,
                             "train: augmentation out of range (crop_scale in (0, 1], color_jitter "
                             "in [0, 1), blur_sigma in [0, 4], probabilities in [0, 1])");
@@ -134,11 +141,11 @@ static json_t *hparams_json(const hparams *h) {
         json_decref(j);
         j = NULL;
     }
-    json_t *aug =
-        json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "crop_scale", h->aug.crop_scale_min,
-                  "color_jitter", h->aug.color_jitter, "blur_sigma", h->aug.blur_sigma, "blur_p",
-                  h->aug.blur_p, "posterize_p", h->aug.posterize_p, "grayscale_p",
-                  h->aug.grayscale_p, "flip_p", h->aug.flip_p);
+    json_t *aug = json_pack(
+        "{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:i}", "crop_scale", h->aug.crop_scale_min,
+        "color_jitter", h->aug.color_jitter, "blur_sigma", h->aug.blur_sigma, "blur_p",
+        h->aug.blur_p, "posterize_p", h->aug.posterize_p, "grayscale_p", h->aug.grayscale_p,
+        "flip_p", h->aug.flip_p, "filter_p", h->aug.filter_p, "filter_k", h->aug.filter_k);
     if (!j || !aug || json_object_update(j, aug) != 0) {
         json_decref(j);
         j = NULL;
