@@ -206,8 +206,9 @@ static void help(FILE *out) {
         "                                --images DIR [--index DIR] [options]\n"
         "\n"
         "Phrase grounding accuracy: each phrase's box is found from its similarity map\n"
-        "over the image's patch embeddings (peak, cells >= min + rel * (max - min),\n"
-        "the connected region around the peak) and is correct when its IoU with the\n"
+        "over the image's patch embeddings (upsampled bilinearly, peak, cells >= min +\n"
+        "rel * (max - min), the connected region around the peak) and is correct when its IoU with "
+        "the\n"
         "ground truth is at least 0.5 (an entity with several boxes: their union).\n"
         "\n"
         "benchmark (exactly one):\n"
@@ -226,6 +227,8 @@ static void help(FILE *out) {
         "  --json OUT.json   write the results as JSON\n"
         "  --details F.jsonl one JSON line per judged phrase (boxes, IoU, correct)\n"
         "  --rel X           relative threshold of the similarity map (default 0.75)\n"
+        "  --upsample N      bilinear upsampling of the map before the box (default 2;\n"
+        "                    1: the patch grid as it is; at most 16)\n"
         "  --contrast        each phrase's map minus, cell by cell, the largest map of the\n"
         "                    other phrases its sentence marks (boxed or not; its object must\n"
         "                    beat theirs); the --details score is then that map's peak.\n"
@@ -253,6 +256,7 @@ typedef struct ev_args {
     sl_patch_tokens patch_tokens;
     int region_size;
     double rel;
+    int upsample;
     int batch, threads, skip_bad, quiet;
     int contrast; /* each phrase's map against its sentence's other phrases */
     uint64_t max_pixels;
@@ -405,8 +409,8 @@ static sl_status ground_image(ev_run *r, size_t i, const float *patches, const s
             rivals++;
         }
         for (size_t p = 0; rivals && p < P; p++) sim[p] -= other[p];
-        st = sl_ground_box(sim, r->grid, r->grid, r->cell, (float)r->a->rel, map, width, height,
-                           &r->pred[k], &r->score[k]);
+        st = sl_ground_box(sim, r->grid, r->grid, r->cell, (float)r->a->rel, r->a->upsample, map,
+                           width, height, &r->pred[k], &r->score[k]);
         if (st) st = sl_wrap_error(st, "%s: ", im->file_name);
     }
     free(mmap);
@@ -587,8 +591,8 @@ done:
 /* ---- reports ------------------------------------------------------------- */
 
 static void print_table(FILE *f, const ev_run *r, const sl_ground_score *sc, const char *bench) {
-    fprintf(f, "grounding accuracy (IoU >= 0.5) on %s: %zu images, rel %.3g%s\n", bench, sc->images,
-            r->a->rel, r->a->contrast ? ", contrast" : "");
+    fprintf(f, "grounding accuracy (IoU >= 0.5) on %s: %zu images, rel %.3g, upsampling %d%s\n",
+            bench, sc->images, r->a->rel, r->a->upsample, r->a->contrast ? ", contrast" : "");
     fprintf(f, "%-14s %9s %9s\n", "type", "phrases", "accuracy");
     for (int t = 0; t < r->set->n_types; t++) {
         if (!sc->type_phrases[t]) continue;
@@ -642,6 +646,7 @@ static sl_status write_json(const ev_run *r, const sl_ground_score *sc, const ch
     pt = NULL;
     json_object_set_new(o, "iou_threshold", json_real(0.5));
     json_object_set_new(o, "rel", json_real(r->a->rel));
+    json_object_set_new(o, "upsample", json_integer(r->a->upsample));
     json_object_set_new(o, "contrast", json_boolean(r->a->contrast));
     json_object_set_new(o, "source", json_string(r->a->index ? "index" : "images"));
     char *text = json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
@@ -712,6 +717,7 @@ static int parse_args(int argc, char **argv, ev_args *a) {
         O_JSON,
         O_DETAILS,
         O_REL,
+        O_UPSAMPLE,
         O_PATCH_TOKENS,
         O_REGION_SIZE,
         O_DEVICE,
@@ -732,6 +738,7 @@ static int parse_args(int argc, char **argv, ev_args *a) {
                                        {"json", required_argument, 0, O_JSON},
                                        {"details", required_argument, 0, O_DETAILS},
                                        {"rel", required_argument, 0, O_REL},
+                                       {"upsample", required_argument, 0, O_UPSAMPLE},
                                        {"patch-tokens", required_argument, 0, O_PATCH_TOKENS},
                                        {"region-size", required_argument, 0, O_REGION_SIZE},
                                        {"device", required_argument, 0, O_DEVICE},
@@ -745,6 +752,7 @@ static int parse_args(int argc, char **argv, ev_args *a) {
                                        {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     a->rel = SL_GROUND_REL_DEFAULT;
+    a->upsample = SL_GROUND_UPSAMPLE_DEFAULT;
     a->batch = 32;
     a->max_pixels = 100000000;
     optind = 1;
@@ -809,6 +817,10 @@ static int parse_args(int argc, char **argv, ev_args *a) {
                     goto bad_value;
                 break;
             }
+            case O_UPSAMPLE:
+                if (sl_parse_int_arg(optarg, 1, SL_GROUND_UPSAMPLE_MAX, &v)) goto bad_value;
+                a->upsample = (int)v;
+                break;
             case O_BATCH:
                 if (sl_parse_int_arg(optarg, 1, 4096, &v)) goto bad_value;
                 a->batch = (int)v;

@@ -28,12 +28,48 @@ static float clampf(float v, float lo, float hi) {
     return v < lo ? lo : v > hi ? hi : v;
 }
 
-sl_status sl_ground_box(const float *sim, int gh, int gw, float cell, float rel,
+/* Bilinear upsampling of a gh x gw map by `up` (sample centres at
+ * (i + 0.5) / up - 0.5 source cells, edges clamped). */
+static void upsample(const float *sim, int gh, int gw, int up, float *out) {
+    const int oh = gh * up, ow = gw * up;
+    for (int i = 0; i < oh; i++) {
+        float y = ((float)i + 0.5f) / (float)up - 0.5f;
+        if (y < 0) y = 0;
+        int y0 = (int)y, y1 = y0 + 1 < gh ? y0 + 1 : gh - 1;
+        float wy = y - (float)y0;
+        for (int j = 0; j < ow; j++) {
+            float x = ((float)j + 0.5f) / (float)up - 0.5f;
+            if (x < 0) x = 0;
+            int x0 = (int)x, x1 = x0 + 1 < gw ? x0 + 1 : gw - 1;
+            float wx = x - (float)x0;
+            float top = sim[(size_t)y0 * gw + x0] * (1 - wx) + sim[(size_t)y0 * gw + x1] * wx;
+            float bot = sim[(size_t)y1 * gw + x0] * (1 - wx) + sim[(size_t)y1 * gw + x1] * wx;
+            out[(size_t)i * ow + j] = top * (1 - wy) + bot * wy;
+        }
+    }
+}
+
+sl_status sl_ground_box(const float *sim, int gh, int gw, float cell, float rel, int up,
                         const sl_crop_map *map, int width, int height, sl_box *box, float *score) {
     if (gh <= 0 || gw <= 0 || gh > 4096 || gw > 4096 || !(cell > 0 && cell <= 4096) ||
-        !(rel >= 0 && rel <= 1) || width <= 0 || height <= 0)
-        return sl_set_error(SL_ERR_INVALID, "ground: bad grid %dx%d, cell %g, rel %g or size %dx%d",
-                            gh, gw, (double)cell, (double)rel, width, height);
+        !(rel >= 0 && rel <= 1) || up < 1 || up > SL_GROUND_UPSAMPLE_MAX || width <= 0 ||
+        height <= 0 || (size_t)gh * (size_t)gw * (size_t)up * (size_t)up > ((size_t)1 << 24))
+        return sl_set_error(SL_ERR_INVALID,
+                            "ground: bad grid %dx%d, cell %g, rel %g, upsampling %d or size %dx%d",
+                            gh, gw, (double)cell, (double)rel, up, width, height);
+    float best = sim[0];
+    for (size_t i = 1; i < (size_t)gh * (size_t)gw; i++)
+        if (sim[i] > best) best = sim[i];
+    float *fine = NULL;
+    if (up > 1) {
+        fine = malloc((size_t)gh * gw * up * up * sizeof *fine);
+        if (!fine) return sl_set_error(SL_ERR_NOMEM, "ground: out of memory");
+        upsample(sim, gh, gw, up, fine);
+        sim = fine;
+        gh *= up;
+        gw *= up;
+        cell /= (float)up;
+    }
     size_t n = (size_t)gh * (size_t)gw;
     size_t peak = 0;
     float lo = sim[0], hi = sim[0];
@@ -51,6 +87,7 @@ sl_status sl_ground_box(const float *sim, int gh, int gw, float cell, float rel,
     if (!stack || !seen) {
         free(stack);
         free(seen);
+        free(fine);
         return sl_set_error(SL_ERR_NOMEM, "ground: out of memory");
     }
     int r0 = gh, r1 = -1, c0 = gw, c1 = -1;
@@ -77,6 +114,7 @@ sl_status sl_ground_box(const float *sim, int gh, int gw, float cell, float rel,
     }
     free(stack);
     free(seen);
+    free(fine);
     /* model-input pixel edges -> picture pixels */
     float u0 = (float)c0 * cell, u1 = (float)(c1 + 1) * cell;
     float v0 = (float)r0 * cell, v1 = (float)(r1 + 1) * cell;
@@ -84,6 +122,6 @@ sl_status sl_ground_box(const float *sim, int gh, int gw, float cell, float rel,
     box->x1 = clampf(u1 * map->scale_x + map->offset_x, 0, (float)width);
     box->y0 = clampf(v0 * map->scale_y + map->offset_y, 0, (float)height);
     box->y1 = clampf(v1 * map->scale_y + map->offset_y, 0, (float)height);
-    if (score) *score = hi;
+    if (score) *score = best;
     return SL_OK;
 }

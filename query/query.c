@@ -51,6 +51,8 @@ sl_status sl_query_open(const sl_query_opts *opts, sl_query **out) {
     if (q->o.batch <= 0) q->o.batch = 32;
     if (q->o.batch > SL_QUERY_MAX_BATCH) q->o.batch = SL_QUERY_MAX_BATCH;
     if (!(q->o.box_rel > 0 && q->o.box_rel <= 1)) q->o.box_rel = SL_GROUND_REL_DEFAULT;
+    if (q->o.box_upsample < 1 || q->o.box_upsample > SL_GROUND_UPSAMPLE_MAX)
+        q->o.box_upsample = SL_GROUND_UPSAMPLE_DEFAULT;
     if (q->o.max_pixels == 0) q->o.max_pixels = 100000000;
 
     char *recorded = NULL, *fallback = NULL;
@@ -526,8 +528,9 @@ static sl_status box_hit(sl_query *q, const float *patches, const float *phrase,
                          const sl_crop_map *map, int width, int height, sl_query_hit *h) {
     float sim[SL_STORE_MAX_PATCHES];
     sim_map(patches, q->P, q->D, phrase, sim);
-    sl_status st = sl_ground_box(sim, q->grid, q->grid, (float)q->cfg->image_size / (float)q->grid,
-                                 q->o.box_rel, map, width, height, &h->box, &h->score);
+    sl_status st =
+        sl_ground_box(sim, q->grid, q->grid, (float)q->cfg->image_size / (float)q->grid,
+                      q->o.box_rel, q->o.box_upsample, map, width, height, &h->box, &h->score);
     if (st == SL_OK) {
         h->has_box = 1;
         h->width = width;

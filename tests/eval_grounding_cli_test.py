@@ -32,6 +32,7 @@ SL, REF, WORK = sys.argv[1], sys.argv[2], sys.argv[3]
 PY = "/usr/bin/python3"
 sys.path.insert(0, REF)
 import cli_harness  # noqa: E402
+import ground_ref  # noqa: E402
 from cli_harness import check, run  # noqa: E402
 
 cli_harness.init(SL)
@@ -137,35 +138,41 @@ def crop_map(w, h):
     return (np.float32(sx), np.float32(sy), np.float32(left * sx), np.float32(top * sy))
 
 
-def ground(sim, w, h, rel=0.75):  # SL_GROUND_REL_DEFAULT
-    """The box rule: peak, cells >= min + rel (max - min), 4-connected region
-    around the peak, patch edges through the crop map, clipped. Returns the
-    box (float32 values) and a margin: how near any decision was to a tie."""
+def ground(sim, w, h, rel=0.75, up=ground_ref.UPSAMPLE_DEFAULT):  # SL_GROUND_REL_DEFAULT
+    """The box rule: the map upsampled (ground_ref), peak, cells >= min + rel
+    (max - min), 4-connected region around the peak, cell edges through the
+    crop map, clipped. Returns the box (float32 values) and a margin: how
+    near any decision was to a tie."""
+    Gf, cell = G * up, PATCH / up
+    sim = ground_ref.upsample(sim.reshape(G, G), up).ravel()
     lo, hi = sim.min(), sim.max()
     t = lo + rel * (hi - lo)
     peak = int(np.argmax(sim))
-    srt = np.sort(sim)
-    margin = min(np.abs(sim - t).min(), srt[-1] - srt[-2])
+    # a tie for the peak matters unless the two cells touch (one region);
+    # upsampling repeats the edge cells, so a peak on the border has a twin
+    i1, i2 = np.argsort(sim, kind="stable")[-2:][::-1]
+    twin = abs(i1 // Gf - i2 // Gf) + abs(i1 % Gf - i2 % Gf) == 1
+    margin = min(np.abs(sim - t).min(), np.inf if twin else sim[i1] - sim[i2])
     keep = sim >= t
     seen = {peak}
     stack = [peak]
     while stack:
         c = stack.pop()
-        r, q = divmod(c, G)
+        r, q = divmod(c, Gf)
         for rr, qq in ((r - 1, q), (r + 1, q), (r, q - 1), (r, q + 1)):
-            if 0 <= rr < G and 0 <= qq < G and keep[rr * G + qq] and rr * G + qq not in seen:
-                seen.add(rr * G + qq)
-                stack.append(rr * G + qq)
-    rows = [c // G for c in seen]
-    cols = [c % G for c in seen]
+            if 0 <= rr < Gf and 0 <= qq < Gf and keep[rr * Gf + qq] and rr * Gf + qq not in seen:
+                seen.add(rr * Gf + qq)
+                stack.append(rr * Gf + qq)
+    rows = [c // Gf for c in seen]
+    cols = [c % Gf for c in seen]
     sx, sy, ox, oy = crop_map(w, h)
 
     def edge(u, s, o, lim):
         v = np.float32(np.float32(u) * s + o)
         return float(min(max(v, np.float32(0)), np.float32(lim)))
 
-    box = (edge(min(cols) * PATCH, sx, ox, w), edge(min(rows) * PATCH, sy, oy, h),
-           edge((max(cols) + 1) * PATCH, sx, ox, w), edge((max(rows) + 1) * PATCH, sy, oy, h))
+    box = (edge(min(cols) * cell, sx, ox, w), edge(min(rows) * cell, sy, oy, h),
+           edge((max(cols) + 1) * cell, sx, ox, w), edge((max(rows) + 1) * cell, sy, oy, h))
     return box, margin
 
 
@@ -328,38 +335,61 @@ for t, (n_, c_) in per.items():
           f"per_type[{t}] {got} vs {n_} phrases, {c_} correct")
 check("all" in p.stdout and "people" in p.stdout, "the table lists types and all")
 
+def check_boxes(what, flags, box_of):
+    """Run eval grounding with `flags`; every phrase's box (but near ties)
+    must be box_of(key)'s, and some must differ from the default rule's."""
+    out_det = os.path.join(WORK, f"ent_{what.strip('-').replace(' ', '_')}.jsonl")
+    out_json = out_det[:-1]
+    run("eval", "grounding", "--model", model, "--entities", ent, "--images", imgdir, "--split",
+        split, "--details", out_det, "--json", out_json, "--quiet", *flags, rc=0)
+    got = {(d["image"], d["line"], d["entity"], d["phrase"]): d
+           for d in map(json.loads, open(out_det))}
+    check(set(got) == set(keys), f"{what}: the same phrases are judged")
+    moved = checked = 0
+    for key in keys:
+        b, margin = box_of(key)
+        if margin < 1e-5:
+            continue
+        checked += 1
+        moved += tuple(b) != tuple(predict(key[0][:-4], key[3], patches)[0])
+        check(np.allclose(got[key]["box"], b, atol=1e-3),
+              f"{what}: {key}: box {got[key]['box']} vs numpy {b}")
+    check(checked >= len(keys) - 1 and moved > 0,
+          f"{what}: {checked} of {len(keys)} phrases checked, {moved} boxes moved (want some)")
+    return json.load(open(out_json))
+
+
 # ---- --contrast: each phrase's map minus the largest of its sentence's other phrases' ----
 # (every phrase the sentence marks, boxed or not: read back from the Sentences files here)
-out_det = os.path.join(WORK, "ent_contrast.jsonl")
-out_json = os.path.join(WORK, "ent_contrast.json")
-run("eval", "grounding", "--model", model, "--entities", ent, "--images", imgdir, "--split", split,
-    "--details", out_det, "--json", out_json, "--contrast", "--quiet", rc=0)
-check(json.load(open(out_json)).get("contrast") is True, "--contrast: the JSON says so")
-got = {(d["image"], d["line"], d["entity"], d["phrase"]): d
-       for d in map(json.loads, open(out_det))}
-check(set(got) == set(keys), "--contrast: the same phrases are judged")
 marked = {}
 for k in ids[:3]:
     with open(os.path.join(ent, "Sentences", k + ".txt")) as f:
         for ln, text in enumerate(f, 1):
             marked[(k, ln)] = re.findall(r"\[/EN#\S+/\S+ ([^\]]*)\]", text)
-moved = checked = 0
-for key in keys:
+
+
+def contrasted(key):
     img, line, _, words = key
     k = img[:-4]
     others = [o for o in marked[(k, line)] if o != words]
     sim = patches[k] @ temb[words]
     if others:
         sim = sim - np.max([patches[k] @ temb[o] for o in others], axis=0)
-    b, margin = ground(sim, *sizes[k])
-    if margin < 1e-5:
-        continue
-    checked += 1
-    moved += tuple(b) != tuple(predict(k, words, patches)[0])
-    check(np.allclose(got[key]["box"], b, atol=1e-3),
-          f"--contrast: {key}: box {got[key]['box']} vs numpy {b}")
-check(checked >= len(keys) - 1 and moved > 0,
-      f"--contrast: {checked} of {len(keys)} phrases checked, {moved} boxes moved (want some)")
+    return ground(sim, *sizes[k])
+
+
+res = check_boxes("--contrast", ["--contrast"], contrasted)
+check(res.get("contrast") is True, "--contrast: the JSON says so")
+
+# ---- --upsample: the boxes of the map upsampled 1 (the patch grid) and 3 times ----
+for up in (1, 3):
+    res = check_boxes(f"--upsample {up}", ["--upsample", str(up)],
+                      lambda key: ground(patches[key[0][:-4]] @ temb[key[3]], *sizes[key[0][:-4]],
+                                         up=up))
+    check(res.get("upsample") == up, f"--upsample {up}: the JSON says so")
+for bad in ("0", "17", "2.5"):
+    run("eval", "grounding", "--model", model, "--entities", ent, "--images", imgdir,
+        "--upsample", bad, rc=2)
 
 # ---- RefCOCO through the images --------------------------------------------------
 refimg = {}

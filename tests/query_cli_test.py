@@ -34,6 +34,7 @@ sys.path.insert(0, REF)
 import clip_ref  # noqa: E402
 
 import cli_harness  # noqa: E402
+import ground_ref  # noqa: E402
 from cli_harness import check, run  # noqa: E402
 
 cli_harness.init(SL)
@@ -210,8 +211,10 @@ def crop_map(w, h, S=cfg.image_size):
 
 
 def box_rule(sim, w, h, rel=0.75):  # SL_GROUND_REL_DEFAULT
-    g = cfg.grid
-    sim = sim.reshape(g, g)
+    g, up = cfg.grid, ground_ref.UPSAMPLE_DEFAULT
+    peak_value = float(sim.max())
+    sim = ground_ref.upsample(sim.reshape(g, g), up)
+    g *= up
     lo, hi = sim.min(), sim.max()
     t = lo + np.float32(rel) * (hi - lo)
     peak = np.unravel_index(np.argmax(sim), sim.shape)
@@ -224,11 +227,11 @@ def box_rule(sim, w, h, rel=0.75):  # SL_GROUND_REL_DEFAULT
                 stack.append((rr, cc))
     rs, cs = [s[0] for s in seen], [s[1] for s in seen]
     sx, sy, ox, oy = crop_map(w, h)
-    P = cfg.patch
+    P = cfg.patch / up
     box = [min(cs) * P * sx + ox, min(rs) * P * sy + oy, (max(cs) + 1) * P * sx + ox,
            (max(rs) + 1) * P * sy + oy]
     box = [min(max(v, 0), lim) for v, lim in zip(box, (w, h, w, h))]
-    return box, float(hi)
+    return box, peak_value
 
 
 phrases = ["red car", "a blue flower in the park", "white lamp"]

@@ -56,6 +56,7 @@ typedef struct sl_query_opts {
     const char *device;    /* encoder device (sl_encoder_opts.device; NULL = the CPU) */
     sl_rerank rerank;      /* re-ranking of text and image queries */
     float box_rel;         /* phrase box threshold (see sl_ground_box; 0 = SL_GROUND_REL_DEFAULT) */
+    int box_upsample;      /* its map upsampling (1..SL_GROUND_UPSAMPLE_MAX; 0 = the default) */
     uint64_t max_pixels;   /* decode cap for image queries (0 = 100 Mpx) */
 } sl_query_opts;
 
