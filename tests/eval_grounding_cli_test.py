@@ -368,18 +368,26 @@ for k in ids[:3]:
             marked[(k, ln)] = re.findall(r"\[/EN#\S+/\S+ ([^\]]*)\]", text)
 
 
-def contrasted(key):
+def contrasted(key, pool=np.mean, weight=0.75):  # the defaults: mean, 0.75
     img, line, _, words = key
     k = img[:-4]
     others = [o for o in marked[(k, line)] if o != words]
     sim = patches[k] @ temb[words]
     if others:
-        sim = sim - np.max([patches[k] @ temb[o] for o in others], axis=0)
+        sim = sim - weight * pool([patches[k] @ temb[o] for o in others], axis=0)
     return ground(sim, *sizes[k])
 
 
 res = check_boxes("--contrast", ["--contrast"], contrasted)
-check(res.get("contrast") is True, "--contrast: the JSON says so")
+check(res.get("contrast") is True and res.get("contrast_pool") == "mean" and
+      res.get("contrast_weight") == 0.75, f"--contrast: the JSON says so: {res}")
+res = check_boxes("--contrast max 1", ["--contrast", "--contrast-pool", "max", "--contrast-weight",
+                                       "1"], lambda key: contrasted(key, np.max, 1.0))
+check(res.get("contrast_pool") == "max" and res.get("contrast_weight") == 1,
+      "--contrast-pool max --contrast-weight 1: the JSON says so")
+for bad in (["--contrast", "--contrast-pool", "median"], ["--contrast", "--contrast-weight", "-1"],
+            ["--contrast-weight", "1"]):
+    run("eval", "grounding", "--model", model, "--entities", ent, "--images", imgdir, *bad, rc=2)
 
 # ---- --upsample: the boxes of the map upsampled 1 (the patch grid) and 3 times ----
 for up in (1, 3):
