@@ -49,14 +49,25 @@ static void upsample(const float *sim, int gh, int gw, int up, float *out) {
     }
 }
 
-sl_status sl_ground_box(const float *sim, int gh, int gw, float cell, float rel, int up,
+sl_ground_opts sl_ground_opts_default(void) {
+    sl_ground_opts o = {SL_GROUND_REL_DEFAULT, SL_GROUND_FROM_DEFAULT, SL_GROUND_UPSAMPLE_DEFAULT};
+    return o;
+}
+
+sl_status sl_ground_box(const float *sim, int gh, int gw, float cell, const sl_ground_opts *o,
                         const sl_crop_map *map, int width, int height, sl_box *box, float *score) {
+    const sl_ground_opts def = sl_ground_opts_default();
+    if (!o) o = &def;
+    const float rel = o->rel;
+    const int up = o->upsample;
     if (gh <= 0 || gw <= 0 || gh > 4096 || gw > 4096 || !(cell > 0 && cell <= 4096) ||
-        !(rel >= 0 && rel <= 1) || up < 1 || up > SL_GROUND_UPSAMPLE_MAX || width <= 0 ||
+        !(rel >= 0 && rel <= 1) || up < 1 || up > SL_GROUND_UPSAMPLE_MAX ||
+        (o->from != SL_GROUND_FROM_MEAN && o->from != SL_GROUND_FROM_MIN) || width <= 0 ||
         height <= 0 || (size_t)gh * (size_t)gw * (size_t)up * (size_t)up > ((size_t)1 << 24))
         return sl_set_error(SL_ERR_INVALID,
-                            "ground: bad grid %dx%d, cell %g, rel %g, upsampling %d or size %dx%d",
-                            gh, gw, (double)cell, (double)rel, up, width, height);
+                            "ground: bad grid %dx%d, cell %g, rel %g, base %d, upsampling %d or "
+                            "size %dx%d",
+                            gh, gw, (double)cell, (double)rel, (int)o->from, up, width, height);
     float best = sim[0];
     for (size_t i = 1; i < (size_t)gh * (size_t)gw; i++)
         if (sim[i] > best) best = sim[i];
@@ -73,14 +84,17 @@ sl_status sl_ground_box(const float *sim, int gh, int gw, float cell, float rel,
     size_t n = (size_t)gh * (size_t)gw;
     size_t peak = 0;
     float lo = sim[0], hi = sim[0];
+    double sum = sim[0];
     for (size_t i = 1; i < n; i++) {
         if (sim[i] > hi) {
             hi = sim[i];
             peak = i;
         }
         if (sim[i] < lo) lo = sim[i];
+        sum += sim[i];
     }
-    float t = lo + rel * (hi - lo);
+    float base = o->from == SL_GROUND_FROM_MIN ? lo : (float)(sum / (double)n);
+    float t = base + rel * (hi - base);
     /* flood fill from the peak over cells >= t (4-connected) */
     int *stack = malloc(n * sizeof *stack);
     unsigned char *seen = calloc(n, 1);

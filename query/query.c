@@ -34,6 +34,7 @@ struct sl_query {
     int grid;                  /* patch grid side (sl_encoder_patch_grid) */
     int store_patches;         /* patches per image in the index (0: no regions) */
     sl_preprocess pp;          /* the model's preprocessing */
+    sl_ground_opts box;        /* phrase boxes (o.box points here) */
 };
 
 sl_status sl_query_open(const sl_query_opts *opts, sl_query **out) {
@@ -50,9 +51,8 @@ sl_status sl_query_open(const sl_query_opts *opts, sl_query **out) {
     if (q->o.k > SL_QUERY_MAX_K) q->o.k = SL_QUERY_MAX_K;
     if (q->o.batch <= 0) q->o.batch = 32;
     if (q->o.batch > SL_QUERY_MAX_BATCH) q->o.batch = SL_QUERY_MAX_BATCH;
-    if (!(q->o.box_rel > 0 && q->o.box_rel <= 1)) q->o.box_rel = SL_GROUND_REL_DEFAULT;
-    if (q->o.box_upsample < 1 || q->o.box_upsample > SL_GROUND_UPSAMPLE_MAX)
-        q->o.box_upsample = SL_GROUND_UPSAMPLE_DEFAULT;
+    q->box = opts->box ? *opts->box : sl_ground_opts_default();
+    q->o.box = &q->box;
     if (q->o.max_pixels == 0) q->o.max_pixels = 100000000;
 
     char *recorded = NULL, *fallback = NULL;
@@ -528,9 +528,8 @@ static sl_status box_hit(sl_query *q, const float *patches, const float *phrase,
                          const sl_crop_map *map, int width, int height, sl_query_hit *h) {
     float sim[SL_STORE_MAX_PATCHES];
     sim_map(patches, q->P, q->D, phrase, sim);
-    sl_status st =
-        sl_ground_box(sim, q->grid, q->grid, (float)q->cfg->image_size / (float)q->grid,
-                      q->o.box_rel, q->o.box_upsample, map, width, height, &h->box, &h->score);
+    sl_status st = sl_ground_box(sim, q->grid, q->grid, (float)q->cfg->image_size / (float)q->grid,
+                                 &q->box, map, width, height, &h->box, &h->score);
     if (st == SL_OK) {
         h->has_box = 1;
         h->width = width;

@@ -210,12 +210,12 @@ def crop_map(w, h, S=cfg.image_size):
     return sx, sy, left * sx, top * sy
 
 
-def box_rule(sim, w, h, rel=0.75):  # SL_GROUND_REL_DEFAULT
+def box_rule(sim, w, h, rel=ground_ref.REL_DEFAULT):  # from the mean, upsampled
     g, up = cfg.grid, ground_ref.UPSAMPLE_DEFAULT
     peak_value = float(sim.max())
     sim = ground_ref.upsample(sim.reshape(g, g), up)
     g *= up
-    lo, hi = sim.min(), sim.max()
+    lo, hi = sim.mean(), sim.max()
     t = lo + np.float32(rel) * (hi - lo)
     peak = np.unravel_index(np.argmax(sim), sim.shape)
     seen, stack = {peak}, [peak]

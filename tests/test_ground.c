@@ -33,15 +33,38 @@ static void test_ground(void) {
                      0.1f, 0.1f, 0.1f, 0.6f}; /* row 3: 0.6 is kept but not connected */
     sl_box b;
     float score;
-    CHECK_OK(sl_ground_box(sim, 4, 4, 16, 0.5f, 1, &id, 64, 64, &b, &score));
+    CHECK_OK(sl_ground_box(sim, 4, 4, 16, &(sl_ground_opts){0.5f, SL_GROUND_FROM_MIN, 1}, &id, 64,
+                           64, &b, &score));
     CHECK(b.x0 == 16 && b.y0 == 16 && b.x1 == 48 && b.y1 == 48);
     CHECK_NEAR(score, 0.9, 1e-6);
     /* a high threshold keeps the peak alone */
-    CHECK_OK(sl_ground_box(sim, 4, 4, 16, 0.95f, 1, &id, 64, 64, &b, &score));
+    CHECK_OK(sl_ground_box(sim, 4, 4, 16, &(sl_ground_opts){0.95f, SL_GROUND_FROM_MIN, 1}, &id, 64,
+                           64, &b, &score));
     CHECK(b.x0 == 16 && b.y0 == 16 && b.x1 == 32 && b.y1 == 32);
     /* rel 0 keeps everything */
-    CHECK_OK(sl_ground_box(sim, 4, 4, 16, 0.0f, 1, &id, 64, 64, &b, &score));
+    CHECK_OK(sl_ground_box(sim, 4, 4, 16, &(sl_ground_opts){0.0f, SL_GROUND_FROM_MIN, 1}, &id, 64,
+                           64, &b, &score));
     CHECK(b.x0 == 0 && b.y0 == 0 && b.x1 == 64 && b.y1 == 64);
+
+    /* the base: mean 4.2 / 16 = 0.2625; at rel 0.7 the threshold from the
+     * minimum is 0.66 (0.7 kept), from the mean 0.70875 (0.7 dropped) */
+    CHECK_OK(sl_ground_box(sim, 4, 4, 16, &(sl_ground_opts){0.7f, SL_GROUND_FROM_MIN, 1}, &id, 64,
+                           64, &b, &score));
+    CHECK(b.x0 == 16 && b.y0 == 16 && b.x1 == 48 && b.y1 == 48);
+    CHECK_OK(sl_ground_box(sim, 4, 4, 16, &(sl_ground_opts){0.7f, SL_GROUND_FROM_MEAN, 1}, &id, 64,
+                           64, &b, &score));
+    CHECK(b.x0 == 16 && b.y0 == 16 && b.x1 == 48 && b.y1 == 32);
+    /* NULL: the defaults */
+    sl_box bd;
+    sl_ground_opts def = sl_ground_opts_default();
+    CHECK(def.rel == SL_GROUND_REL_DEFAULT && def.from == SL_GROUND_FROM_MEAN &&
+          def.upsample == SL_GROUND_UPSAMPLE_DEFAULT);
+    CHECK_OK(sl_ground_box(sim, 4, 4, 16, NULL, &id, 64, 64, &b, &score));
+    CHECK_OK(sl_ground_box(sim, 4, 4, 16, &def, &id, 64, 64, &bd, &score));
+    CHECK(b.x0 == bd.x0 && b.y0 == bd.y0 && b.x1 == bd.x1 && b.y1 == bd.y1);
+    CHECK_ERR(sl_ground_box(sim, 4, 4, 16, &(sl_ground_opts){0.5f, (sl_ground_from)7, 1}, &id, 64,
+                            64, &b, &score),
+              SL_ERR_INVALID, "base");
 
     /* through a CLIP center crop of a 640x480 picture at 224: resized 298x224,
      * crop corner x = 37, scale 480/224 */
@@ -55,7 +78,8 @@ static void test_ground(void) {
     float g[49];
     for (int i = 0; i < 49; i++) g[i] = 0;
     g[0] = 1; /* top-left patch of a 7x7 grid (patch 32) */
-    CHECK_OK(sl_ground_box(g, 7, 7, 32, 0.5f, 1, &m, 640, 480, &b, &score));
+    CHECK_OK(sl_ground_box(g, 7, 7, 32, &(sl_ground_opts){0.5f, SL_GROUND_FROM_MIN, 1}, &m, 640,
+                           480, &b, &score));
     CHECK_NEAR(b.x0, m.offset_x, 1e-3);
     CHECK_NEAR(b.y0, 0, 0);
     CHECK_NEAR(b.x1, 32 * m.scale_x + m.offset_x, 1e-3);
@@ -63,27 +87,34 @@ static void test_ground(void) {
     /* the bottom-right patch touches the border: clipped to the picture */
     for (int i = 0; i < 49; i++) g[i] = 0;
     g[48] = 1;
-    CHECK_OK(sl_ground_box(g, 7, 7, 32, 0.5f, 1, &m, 640, 480, &b, &score));
+    CHECK_OK(sl_ground_box(g, 7, 7, 32, &(sl_ground_opts){0.5f, SL_GROUND_FROM_MIN, 1}, &m, 640,
+                           480, &b, &score));
     CHECK_NEAR(b.y1, 480, 1e-3);
     CHECK(b.x1 <= 640);
     /* squash: the grid covers the whole picture */
     pp.crop = 0;
     CHECK_OK(sl_image_crop_map(300, 100, &pp, &m));
     for (int i = 0; i < 49; i++) g[i] = 1;
-    CHECK_OK(sl_ground_box(g, 7, 7, 32, 0.5f, 1, &m, 300, 100, &b, &score));
+    CHECK_OK(sl_ground_box(g, 7, 7, 32, &(sl_ground_opts){0.5f, SL_GROUND_FROM_MIN, 1}, &m, 300,
+                           100, &b, &score));
     CHECK_NEAR(b.x0, 0, 1e-4);
     CHECK_NEAR(b.x1, 300, 1e-3);
     CHECK_NEAR(b.y1, 100, 1e-3);
     /* bad arguments */
-    CHECK_ERR(sl_ground_box(g, 0, 7, 32, 0.5f, 1, &m, 300, 100, &b, &score), SL_ERR_INVALID,
-              "grid");
-    CHECK_ERR(sl_ground_box(g, 7, 7, 32, 1.5f, 1, &m, 300, 100, &b, &score), SL_ERR_INVALID, "rel");
+    CHECK_ERR(sl_ground_box(g, 0, 7, 32, &(sl_ground_opts){0.5f, SL_GROUND_FROM_MIN, 1}, &m, 300,
+                            100, &b, &score),
+              SL_ERR_INVALID, "grid");
+    CHECK_ERR(sl_ground_box(g, 7, 7, 32, &(sl_ground_opts){1.5f, SL_GROUND_FROM_MIN, 1}, &m, 300,
+                            100, &b, &score),
+              SL_ERR_INVALID, "rel");
     CHECK_ERR(sl_image_crop_map(0, 10, &pp, &m), SL_ERR_INVALID, "size");
-    CHECK_ERR(sl_ground_box(g, 7, 7, 32, 0.5f, 0, &m, 300, 100, &b, &score), SL_ERR_INVALID,
-              "upsampling");
-    CHECK_ERR(
-        sl_ground_box(g, 7, 7, 32, 0.5f, SL_GROUND_UPSAMPLE_MAX + 1, &m, 300, 100, &b, &score),
-        SL_ERR_INVALID, "upsampling");
+    CHECK_ERR(sl_ground_box(g, 7, 7, 32, &(sl_ground_opts){0.5f, SL_GROUND_FROM_MIN, 0}, &m, 300,
+                            100, &b, &score),
+              SL_ERR_INVALID, "upsampling");
+    CHECK_ERR(sl_ground_box(g, 7, 7, 32,
+                            &(sl_ground_opts){0.5f, SL_GROUND_FROM_MIN, SL_GROUND_UPSAMPLE_MAX + 1},
+                            &m, 300, 100, &b, &score),
+              SL_ERR_INVALID, "upsampling");
 }
 
 /* Upsampling by 2, by hand: a 2x2 map with 1 at the top left (cell 16)
@@ -99,20 +130,24 @@ static void test_upsample(void) {
     float sim[4] = {1, 0, 0, 0};
     sl_box b;
     float score;
-    CHECK_OK(sl_ground_box(sim, 2, 2, 16, 0.2f, 1, &id, 32, 32, &b, &score));
+    CHECK_OK(sl_ground_box(sim, 2, 2, 16, &(sl_ground_opts){0.2f, SL_GROUND_FROM_MIN, 1}, &id, 32,
+                           32, &b, &score));
     CHECK(b.x0 == 0 && b.y0 == 0 && b.x1 == 16 && b.y1 == 16);
-    CHECK_OK(sl_ground_box(sim, 2, 2, 16, 0.2f, 2, &id, 32, 32, &b, &score));
+    CHECK_OK(sl_ground_box(sim, 2, 2, 16, &(sl_ground_opts){0.2f, SL_GROUND_FROM_MIN, 2}, &id, 32,
+                           32, &b, &score));
     CHECK_MSG(b.x0 == 0 && b.y0 == 0 && b.x1 == 24 && b.y1 == 24, "up 2, rel 0.2: %g %g %g %g",
               (double)b.x0, (double)b.y0, (double)b.x1, (double)b.y1);
     CHECK_NEAR(score, 1.0, 0);
-    CHECK_OK(sl_ground_box(sim, 2, 2, 16, 0.7f, 2, &id, 32, 32, &b, &score));
+    CHECK_OK(sl_ground_box(sim, 2, 2, 16, &(sl_ground_opts){0.7f, SL_GROUND_FROM_MIN, 2}, &id, 32,
+                           32, &b, &score));
     CHECK(b.x0 == 0 && b.y0 == 0 && b.x1 == 16 && b.y1 == 16);
     /* a 1x3 row 0, 1, 1 (cell 10) by 4: samples at (j + 0.5) / 4 - 0.5
      * cells give 0, 0, 0.125, 0.375, 0.625, 0.875, then 1 from sample 6
      * on; rel 0.8 keeps samples 5-11 (cells of 2.5 pixels): x from 12.5 to
      * 30, where the patch grid alone gives 10 to 30 */
     float row[3] = {0, 1, 1};
-    CHECK_OK(sl_ground_box(row, 1, 3, 10, 0.8f, 4, &id, 30, 10, &b, &score));
+    CHECK_OK(sl_ground_box(row, 1, 3, 10, &(sl_ground_opts){0.8f, SL_GROUND_FROM_MIN, 4}, &id, 30,
+                           10, &b, &score));
     CHECK_MSG(b.x0 == 12.5f && b.x1 == 30 && b.y0 == 0 && b.y1 == 10, "up 4 row: %g %g %g %g",
               (double)b.x0, (double)b.y0, (double)b.x1, (double)b.y1);
 }

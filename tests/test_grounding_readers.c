@@ -383,7 +383,8 @@ static void test_score(void) {
     sim[48] = 1;
     sl_box b;
     float score;
-    CHECK_OK(sl_ground_box(sim, 7, 7, 32, 0.5f, 1, &m, 640, 480, &b, &score));
+    CHECK_OK(sl_ground_box(sim, 7, 7, 32, &(sl_ground_opts){0.5f, SL_GROUND_FROM_MIN, 1}, &m, 640,
+                           480, &b, &score));
     sl_box gt = {b.x0, b.y0, b.x1, 480};
     CHECK(b.y1 == 480);
     CHECK(sl_ground_correct(b, gt));

@@ -48,16 +48,15 @@ typedef enum sl_rerank {
 } sl_rerank;
 
 typedef struct sl_query_opts {
-    const char *index_dir; /* the index directory (required) */
-    const char *model;     /* model path; NULL: the one the index recorded ("model_path") */
-    int k;                 /* results per query (1..SL_QUERY_MAX_K; 0 = 10) */
-    int batch;             /* queries per forward pass (0 = 32) */
-    int threads;           /* compute threads (0 = leave as is) */
-    const char *device;    /* encoder device (sl_encoder_opts.device; NULL = the CPU) */
-    sl_rerank rerank;      /* re-ranking of text and image queries */
-    float box_rel;         /* phrase box threshold (see sl_ground_box; 0 = SL_GROUND_REL_DEFAULT) */
-    int box_upsample;      /* its map upsampling (1..SL_GROUND_UPSAMPLE_MAX; 0 = the default) */
-    uint64_t max_pixels;   /* decode cap for image queries (0 = 100 Mpx) */
+    const char *index_dir;     /* the index directory (required) */
+    const char *model;         /* model path; NULL: the one the index recorded ("model_path") */
+    int k;                     /* results per query (1..SL_QUERY_MAX_K; 0 = 10) */
+    int batch;                 /* queries per forward pass (0 = 32) */
+    int threads;               /* compute threads (0 = leave as is) */
+    const char *device;        /* encoder device (sl_encoder_opts.device; NULL = the CPU) */
+    sl_rerank rerank;          /* re-ranking of text and image queries */
+    const sl_ground_opts *box; /* phrase boxes (sl_ground_box; NULL = the defaults) */
+    uint64_t max_pixels;       /* decode cap for image queries (0 = 100 Mpx) */
 } sl_query_opts;
 
 /* One answer. */

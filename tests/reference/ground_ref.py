@@ -1,10 +1,11 @@
-"""Reference for sl_ground_box's map upsampling, written from its
-definition: bilinear, the output sample i of a side of n cells upsampled by
+"""Reference for sl_ground_box's defaults and its map upsampling, written
+from its definition: bilinear, the output sample i of a side of n cells upsampled by
 `up` at (i + 0.5) / up - 0.5 source cells, clamped to [0, n - 1] (the edge
 cells repeat). Used by the eval grounding and query CLI tests."""
 import numpy as np
 
 UPSAMPLE_DEFAULT = 2  # SL_GROUND_UPSAMPLE_DEFAULT
+REL_DEFAULT = 0.4  # SL_GROUND_REL_DEFAULT, from the map's mean (SL_GROUND_FROM_DEFAULT)
 
 
 def weights(n, up):
