@@ -206,11 +206,10 @@ static void help(FILE *out) {
         "                                --images DIR [--index DIR] [options]\n"
         "\n"
         "Phrase grounding accuracy: each phrase's box is found from its similarity map\n"
-        "over the image's patch embeddings (upsampled bilinearly, peak, cells >= mean +\n"
-        "rel * (max - mean), the connected region around the peak) and is correct when its IoU "
-        "with "
-        "the\n"
-        "ground truth is at least 0.5 (an entity with several boxes: their union).\n"
+        "over the image's patch embeddings (upsampled bilinearly; its peak; the cells >=\n"
+        "base + rel * (max - base), base the map's mean or minimum; the connected region\n"
+        "around the peak) and is correct when its IoU with the ground truth is at least\n"
+        "0.5 (an entity with several boxes: their union).\n"
         "\n"
         "benchmark (exactly one):\n"
         "  --entities DIR    Flickr30K Entities (DIR/Sentences/*.txt, DIR/Annotations/*.xml;\n"
@@ -235,8 +234,10 @@ static void help(FILE *out) {
         "                    other phrases its sentence marks (boxed or not; its object must\n"
         "                    beat theirs); the --details score is then that map's peak.\n"
         "                    Entities only (a RefCOCO expression has no sentence mates)\n"
-        "  --contrast-pool mean|max   how the rivals' maps are pooled (default mean)\n"
-        "  --contrast-weight W        times the pooled map taken off (default 0.75; 0-4)\n"
+        "  --contrast-pool mean|max   with --contrast: how the rivals' maps are pooled\n"
+        "                    (default mean)\n"
+        "  --contrast-weight W        with --contrast: times the pooled map taken off\n"
+        "                    (default 0.75; 0-4)\n"
         "  --region-size N   input side of the patch-token pass (default: the model's\n"
         "                    region_size, else its image size; not with --index)\n"
         "  --patch-tokens value|final\n"
@@ -405,7 +406,8 @@ static sl_status ground_image(ev_run *r, size_t i, const float *patches, const s
     const sl_ground_image *im = &r->set->images[i];
     const size_t P = (size_t)r->P, np = r->set->n_phrases;
     const size_t *mrow = r->tr.row + np + im->mfirst; /* the mentions' text rows */
-    float *mmap = NULL, *other = NULL; /* [mcount, P] the mentions' maps, [P] the largest rival */
+    /* [mcount, P] the mentions' maps, [P] the rivals' pooled map (sum or max) */
+    float *mmap = NULL, *other = NULL;
     if (r->a->contrast && im->mcount > 1) {
         if (!(mmap = malloc((im->mcount + 1) * P * sizeof *mmap)))
             return sl_set_error(SL_ERR_NOMEM, "%s: out of memory", im->file_name);
@@ -614,6 +616,14 @@ done:
 
 /* ---- reports ------------------------------------------------------------- */
 
+/* A float as the double of its shortest decimal form (0.4f -> 0.4, not
+ * 0.400000006), for the JSON. */
+static double float_value(float v) {
+    char b[32];
+    snprintf(b, sizeof b, "%.7g", (double)v);
+    return strtod(b, NULL);
+}
+
 static void print_table(FILE *f, const ev_run *r, const sl_ground_score *sc, const char *bench) {
     fprintf(
         f, "grounding accuracy (IoU >= 0.5) on %s: %zu images, rel %.3g from the %s, upsampling %d",
@@ -675,7 +685,7 @@ static sl_status write_json(const ev_run *r, const sl_ground_score *sc, const ch
     json_object_set_new(o, "per_type", pt);
     pt = NULL;
     json_object_set_new(o, "iou_threshold", json_real(0.5));
-    json_object_set_new(o, "rel", json_real(r->a->box.rel));
+    json_object_set_new(o, "rel", json_real(float_value(r->a->box.rel)));
     json_object_set_new(o, "rel_from",
                         json_string(r->a->box.from == SL_GROUND_FROM_MIN ? "min" : "mean"));
     json_object_set_new(o, "upsample", json_integer(r->a->box.upsample));

@@ -42,9 +42,11 @@ static void upsample(const float *sim, int gh, int gw, int up, float *out) {
             if (x < 0) x = 0;
             int x0 = (int)x, x1 = x0 + 1 < gw ? x0 + 1 : gw - 1;
             float wx = x - (float)x0;
-            float top = sim[(size_t)y0 * gw + x0] * (1 - wx) + sim[(size_t)y0 * gw + x1] * wx;
-            float bot = sim[(size_t)y1 * gw + x0] * (1 - wx) + sim[(size_t)y1 * gw + x1] * wx;
-            out[(size_t)i * ow + j] = top * (1 - wy) + bot * wy;
+            /* a + w (b - a): exactly a where the map is flat */
+            float a = sim[(size_t)y0 * gw + x0], b = sim[(size_t)y0 * gw + x1];
+            float c = sim[(size_t)y1 * gw + x0], d = sim[(size_t)y1 * gw + x1];
+            float top = a + wx * (b - a), bot = c + wx * (d - c);
+            out[(size_t)i * ow + j] = top + wy * (bot - top);
         }
     }
 }
@@ -54,20 +56,33 @@ sl_ground_opts sl_ground_opts_default(void) {
     return o;
 }
 
+sl_status sl_ground_opts_check(const sl_ground_opts *o) {
+    if (!(o->rel >= 0 && o->rel <= 1))
+        return sl_set_error(SL_ERR_INVALID, "ground: rel %g outside [0, 1]", (double)o->rel);
+    if (o->from != SL_GROUND_FROM_MEAN && o->from != SL_GROUND_FROM_MIN)
+        return sl_set_error(SL_ERR_INVALID, "ground: unknown threshold base %d", (int)o->from);
+    if (o->upsample < 1 || o->upsample > SL_GROUND_UPSAMPLE_MAX)
+        return sl_set_error(SL_ERR_INVALID, "ground: upsampling %d outside 1..%d", o->upsample,
+                            SL_GROUND_UPSAMPLE_MAX);
+    return SL_OK;
+}
+
 sl_status sl_ground_box(const float *sim, int gh, int gw, float cell, const sl_ground_opts *o,
                         const sl_crop_map *map, int width, int height, sl_box *box, float *score) {
     const sl_ground_opts def = sl_ground_opts_default();
     if (!o) o = &def;
+    sl_status st = sl_ground_opts_check(o);
+    if (st) return st;
     const float rel = o->rel;
     const int up = o->upsample;
-    if (gh <= 0 || gw <= 0 || gh > 4096 || gw > 4096 || !(cell > 0 && cell <= 4096) ||
-        !(rel >= 0 && rel <= 1) || up < 1 || up > SL_GROUND_UPSAMPLE_MAX ||
-        (o->from != SL_GROUND_FROM_MEAN && o->from != SL_GROUND_FROM_MIN) || width <= 0 ||
-        height <= 0 || (size_t)gh * (size_t)gw * (size_t)up * (size_t)up > ((size_t)1 << 24))
+    if (gh <= 0 || gw <= 0 || gh > 4096 || gw > 4096 || !(cell > 0 && cell <= 4096))
+        return sl_set_error(SL_ERR_INVALID, "ground: bad grid %dx%d or cell %g", gh, gw,
+                            (double)cell);
+    if (width <= 0 || height <= 0)
+        return sl_set_error(SL_ERR_INVALID, "ground: bad picture size %dx%d", width, height);
+    if ((size_t)gh * (size_t)gw * (size_t)up * (size_t)up > ((size_t)1 << 24))
         return sl_set_error(SL_ERR_INVALID,
-                            "ground: bad grid %dx%d, cell %g, rel %g, base %d, upsampling %d or "
-                            "size %dx%d",
-                            gh, gw, (double)cell, (double)rel, (int)o->from, up, width, height);
+                            "ground: grid %dx%d upsampled %d times is over 2^24 cells", gh, gw, up);
     float best = sim[0];
     for (size_t i = 1; i < (size_t)gh * (size_t)gw; i++)
         if (sim[i] > best) best = sim[i];

@@ -44,6 +44,7 @@ sl_status sl_query_open(const sl_query_opts *opts, sl_query **out) {
     int cuda, bf16;
     sl_status st = sl_device_parse(opts->device, &cuda, &bf16);
     if (st) return st;
+    if (opts->box && (st = sl_ground_opts_check(opts->box))) return st;
     sl_query *q = calloc(1, sizeof *q);
     if (!q) return sl_set_error(SL_ERR_NOMEM, "query: out of memory");
     q->o = *opts;

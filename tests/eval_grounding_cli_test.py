@@ -149,7 +149,8 @@ def ground(sim, w, h, rel=ground_ref.REL_DEFAULT, up=ground_ref.UPSAMPLE_DEFAULT
     t = lo + rel * (hi - lo)
     peak = int(np.argmax(sim))
     # a tie for the peak matters unless the two cells touch (one region);
-    # upsampling repeats the edge cells, so a peak on the border has a twin
+    # upsampling 3 times or more repeats the edge cells, so a peak on the
+    # border has a twin
     i1, i2 = np.argsort(sim, kind="stable")[-2:][::-1]
     twin = abs(i1 // Gf - i2 // Gf) + abs(i1 % Gf - i2 % Gf) == 1
     margin = min(np.abs(sim - t).min(), np.inf if twin else sim[i1] - sim[i2])
@@ -320,6 +321,8 @@ print(p.stdout)
 keys = [key for key in expect if key[0][:-4] in ids[:3]]
 res = json.load(open(out_json))
 rec = compare(out_det, keys, patches, "entities")
+check(res.get("rel") == 0.4 and res.get("rel_from") == "mean" and res.get("upsample") == 2 and
+      res.get("contrast") is False, f"entities: the JSON's box rule {res}")
 correct = check_summary(res, keys, rec, "entities",
                         {"nobndbox": 3, "scene": 3, "notvisual": 3, "absent": 3}, 3)
 check(0 < correct < len(keys), f"entities: {correct} of {len(keys)} correct (want a mix)")

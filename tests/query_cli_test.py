@@ -231,7 +231,20 @@ def box_rule(sim, w, h, rel=ground_ref.REL_DEFAULT):  # from the mean, upsampled
     box = [min(cs) * P * sx + ox, min(rs) * P * sy + oy, (max(cs) + 1) * P * sx + ox,
            (max(rs) + 1) * P * sy + oy]
     box = [min(max(v, 0), lim) for v, lim in zip(box, (w, h, w, h))]
+    # float32 against float64: a cell this near the threshold, or a second
+    # cell this near the peak, could go either way (no box to compare)
+    srt = np.sort(sim.ravel())
+    if min(np.abs(sim - t).min(), srt[-1] - srt[-2]) < 1e-5:
+        box = None
     return box, peak_value
+
+
+boxes_compared = [0]
+
+
+def same_box(got, want):
+    boxes_compared[0] += want is not None
+    return want is None or np.abs(np.array(got) - want).max() <= 1e-3
 
 
 phrases = ["red car", "a blue flower in the park", "white lamp"]
@@ -260,19 +273,19 @@ for i, ph in enumerate(phrases):
         b = r["box"]
         check(0 <= b[0] < b[2] <= w and 0 <= b[1] < b[3] <= h, f"box {b} inside {w}x{h}")
         want, peak = box_rule(stored_patches[j] @ ph_emb[i], w, h)
-        check(np.abs(np.array(b) - want).max() <= 1e-3 and abs(r["score"] - peak) <= 1e-4,
+        check(same_box(b, want) and abs(r["score"] - peak) <= 1e-4,
               f"phrase {ph!r} on {img_paths[j]}: box {b} score {r['score']} want {want} {peak}")
 w12, h12 = sizes[12]
 want, peak = box_rule(stored_patches[12] @ ph_emb[0], w12, h12)
 r = out[3]
 check(r.get("image") == img_paths[12] and r["query"] == phrases[0] and len(r["results"]) == 1,
       "within an indexed image: one result")
-check(np.abs(np.array(r["results"][0]["box"]) - want).max() <= 1e-3 and
+check(same_box(r["results"][0]["box"], want) and
       abs(r["results"][0]["score"] - peak) <= 1e-4, f"indexed image box {r} want {want}")
 want, peak = box_rule(out_patches @ ph_emb[0], w12, h12)
 r = out[4]
 check(r["results"][0]["id"] is None, "an image outside the index has no id")
-check(np.abs(np.array(r["results"][0]["box"]) - want).max() <= 1e-3 and
+check(same_box(r["results"][0]["box"], want) and
       abs(r["results"][0]["score"] - peak) <= 1e-4, f"outside image box {r} want {want}")
 check("error" in out[5] and "error" in out[6], "missing image and blank phrase are errors")
 p = run("query", "--index", idx, "--phrase", f"{WORK}/phq.txt", "-k", "4", "--tsv", "--quiet",
@@ -280,6 +293,7 @@ p = run("query", "--index", idx, "--phrase", f"{WORK}/phq.txt", "-k", "4", "--ts
 rows = [line.split("\t") for line in p.stdout.splitlines()]
 check(all(len(r) == 6 for r in rows) and all(len(r[5].split(",")) == 4 for r in rows
                                               if r[1] != "error"), "phrase tsv has boxes")
+check(boxes_compared[0] >= 12, f"only {boxes_compared[0]} of 14 phrase boxes away from a near tie")
 
 # ---------------------------------------------------------------------------
 # --rerank fine: late interaction over the first max(4k, 50) candidates

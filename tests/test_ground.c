@@ -64,7 +64,7 @@ static void test_ground(void) {
     CHECK(b.x0 == bd.x0 && b.y0 == bd.y0 && b.x1 == bd.x1 && b.y1 == bd.y1);
     CHECK_ERR(sl_ground_box(sim, 4, 4, 16, &(sl_ground_opts){0.5f, (sl_ground_from)7, 1}, &id, 64,
                             64, &b, &score),
-              SL_ERR_INVALID, "base");
+              SL_ERR_INVALID, "unknown threshold base 7");
 
     /* through a CLIP center crop of a 640x480 picture at 224: resized 298x224,
      * crop corner x = 37, scale 480/224 */
@@ -106,15 +106,20 @@ static void test_ground(void) {
               SL_ERR_INVALID, "grid");
     CHECK_ERR(sl_ground_box(g, 7, 7, 32, &(sl_ground_opts){1.5f, SL_GROUND_FROM_MIN, 1}, &m, 300,
                             100, &b, &score),
-              SL_ERR_INVALID, "rel");
+              SL_ERR_INVALID, "rel 1.5 outside");
+    CHECK_ERR(sl_ground_box(g, 7, 7, 32, NULL, &m, 0, 100, &b, &score), SL_ERR_INVALID,
+              "picture size");
+    /* the cap is checked before the map is read: g holds 49 cells, not 4096^2 */
+    CHECK_ERR(sl_ground_box(g, 4096, 4096, 32, NULL, &m, 300, 100, &b, &score), SL_ERR_INVALID,
+              "over 2^24 cells");
     CHECK_ERR(sl_image_crop_map(0, 10, &pp, &m), SL_ERR_INVALID, "size");
     CHECK_ERR(sl_ground_box(g, 7, 7, 32, &(sl_ground_opts){0.5f, SL_GROUND_FROM_MIN, 0}, &m, 300,
                             100, &b, &score),
-              SL_ERR_INVALID, "upsampling");
+              SL_ERR_INVALID, "upsampling 0 outside");
     CHECK_ERR(sl_ground_box(g, 7, 7, 32,
                             &(sl_ground_opts){0.5f, SL_GROUND_FROM_MIN, SL_GROUND_UPSAMPLE_MAX + 1},
                             &m, 300, 100, &b, &score),
-              SL_ERR_INVALID, "upsampling");
+              SL_ERR_INVALID, "upsampling 17 outside");
 }
 
 /* Upsampling by 2, by hand: a 2x2 map with 1 at the top left (cell 16)

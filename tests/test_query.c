@@ -78,6 +78,12 @@ static void test_open_errors(const char *dir) {
     CHECK(q == NULL);
     o.index_dir = NULL;
     CHECK_ERR(sl_query_open(&o, &q), SL_ERR_INVALID, "no index directory");
+    /* phrase box options are checked before the index is opened */
+    sl_ground_opts box = {0.4f, SL_GROUND_FROM_MEAN, 0};
+    o.index_dir = dir;
+    o.box = &box;
+    CHECK_ERR(sl_query_open(&o, &q), SL_ERR_INVALID, "upsampling 0 outside");
+    CHECK(q == NULL);
 }
 
 int main(void) {

@@ -533,6 +533,7 @@ static double normal01(uint64_t *rng) {
  * line texture change. */
 static void random_filter(float *px, int S, int kmax, uint64_t *rng) {
     const size_t P = (size_t)S * S;
+    kmax = kmax < 3 ? 3 : kmax > 9 ? 9 : kmax; /* sl_loader_create refuses others */
     int k = 3 + 2 * (int)(sl_splitmix64(rng) % (uint64_t)((kmax - 1) / 2));
     int r = k / 2;
     float w[81];
@@ -885,6 +886,12 @@ sl_status sl_loader_create(const sl_train_dataset *ds, const sl_tokenizer *tok,
         o->threads > 256 || o->shard_world < 0 || o->shard_world > 65536 ||
         (o->shard_world > 1 && (o->shard_rank < 0 || o->shard_rank >= o->shard_world)))
         return sl_set_error(SL_ERR_INVALID, "loader: bad options");
+    if (o->augment && o->aug.filter_p > 0 &&
+        (o->aug.filter_p > 1 || o->aug.filter_k < 3 || o->aug.filter_k > 9 ||
+         !(o->aug.filter_k & 1)))
+        return sl_set_error(SL_ERR_INVALID,
+                            "loader: filter_k %d is not an odd size in [3, 9] (or filter_p %g > 1)",
+                            o->aug.filter_k, o->aug.filter_p);
     sl_loader *l = calloc(1, sizeof *l);
     if (!l) return sl_set_error(SL_ERR_NOMEM, "out of memory");
     l->ds = ds;

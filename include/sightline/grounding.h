@@ -40,9 +40,11 @@ typedef struct sl_ground_opts {
 /* The defaults, chosen on the demo corpus's validation scenes (Noto style)
  * with the embedded model's value-path patch tokens at region size 128 and
  * `eval grounding --contrast`; accuracy at IoU >= 0.5, 610 phrases (a point
- * is 6 phrases). From the minimum at rel 0.75 on the patch grid: 53.8%;
+ * is 6 phrases). With the largest rival map at weight 1 (`--contrast-pool
+ * max --contrast-weight 1`), from the minimum at rel 0.75 on the patch grid: 53.8%;
  * upsampled 2 / 4 / 8 times: 56.7 / 56.6 / 55.9% (2 at rel 0.7 / 0.725 /
- * 0.775: 56.1 / 57.4 / 55.1%). From the mean, upsampled twice, at rel 0.3 /
+ * 0.775: 56.1 / 57.4 / 55.1%). With the rivals' mean map at weight 0.75
+ * (the --contrast default), from the mean, upsampled twice, at rel 0.3 /
  * 0.35 / 0.4 / 0.45 / 0.5: 69.8 / 72.3 / 75.4 / 74.4 / 73.6% (on the patch
  * grid at rel 0.4: 71.5%; from the median as from the mean). The mean is
  * the better base because a contrasted map's minimum sits on a rival
@@ -54,6 +56,10 @@ typedef struct sl_ground_opts {
 
 /* The defaults above. */
 sl_ground_opts sl_ground_opts_default(void);
+
+/* SL_OK when *o is usable (rel in [0, 1], a known base, upsample 1 to
+ * SL_GROUND_UPSAMPLE_MAX), else SL_ERR_INVALID naming the bad field. */
+sl_status sl_ground_opts_check(const sl_ground_opts *o);
 
 /* Localise a phrase from its similarity map sim [gh * gw] (row-major patch
  * grid over the model input, `cell` model-input pixels per grid cell: the
