@@ -83,6 +83,14 @@ int sl_add_size(size_t a, size_t b, size_t *out) {
     return 0;
 }
 
+int sl_parse_double_arg(const char *s, double lo, double hi, double *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end || !(v >= lo && v <= hi)) return -1;
+    *out = v;
+    return 0;
+}
+
 int sl_parse_int_arg(const char *s, long long lo, long long hi, long long *out) {
     char *end;
     errno = 0;

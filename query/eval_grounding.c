@@ -258,6 +258,14 @@ static void help(FILE *out) {
 
 enum { POOL_MEAN, POOL_MAX };
 
+static const char *pool_name(int pool) {
+    return pool == POOL_MAX ? "max" : "mean";
+}
+
+static const char *from_name(sl_ground_from from) {
+    return from == SL_GROUND_FROM_MIN ? "min" : "mean";
+}
+
 /* --contrast's defaults, chosen on the demo corpus's val scenes (Noto
  * style) with the embedded model at region size 128, upsampling 2, rel
  * 0.75 from the minimum: the largest rival map at weight 1 gave 56.7%; the
@@ -627,11 +635,9 @@ static double float_value(float v) {
 static void print_table(FILE *f, const ev_run *r, const sl_ground_score *sc, const char *bench) {
     fprintf(
         f, "grounding accuracy (IoU >= 0.5) on %s: %zu images, rel %.3g from the %s, upsampling %d",
-        bench, sc->images, (double)r->a->box.rel,
-        r->a->box.from == SL_GROUND_FROM_MIN ? "min" : "mean", r->a->box.upsample);
+        bench, sc->images, (double)r->a->box.rel, from_name(r->a->box.from), r->a->box.upsample);
     if (r->a->contrast)
-        fprintf(f, ", contrast (%s x %.3g)", r->a->contrast_pool == POOL_MAX ? "max" : "mean",
-                r->a->contrast_weight);
+        fprintf(f, ", contrast (%s x %.3g)", pool_name(r->a->contrast_pool), r->a->contrast_weight);
     fprintf(f, "\n");
     fprintf(f, "%-14s %9s %9s\n", "type", "phrases", "accuracy");
     for (int t = 0; t < r->set->n_types; t++) {
@@ -686,13 +692,11 @@ static sl_status write_json(const ev_run *r, const sl_ground_score *sc, const ch
     pt = NULL;
     json_object_set_new(o, "iou_threshold", json_real(0.5));
     json_object_set_new(o, "rel", json_real(float_value(r->a->box.rel)));
-    json_object_set_new(o, "rel_from",
-                        json_string(r->a->box.from == SL_GROUND_FROM_MIN ? "min" : "mean"));
+    json_object_set_new(o, "rel_from", json_string(from_name(r->a->box.from)));
     json_object_set_new(o, "upsample", json_integer(r->a->box.upsample));
     json_object_set_new(o, "contrast", json_boolean(r->a->contrast));
     if (r->a->contrast) {
-        json_object_set_new(o, "contrast_pool",
-                            json_string(r->a->contrast_pool == POOL_MAX ? "max" : "mean"));
+        json_object_set_new(o, "contrast_pool", json_string(pool_name(r->a->contrast_pool)));
         json_object_set_new(o, "contrast_weight", json_real(r->a->contrast_weight));
     }
     json_object_set_new(o, "source", json_string(r->a->index ? "index" : "images"));
@@ -874,19 +878,13 @@ static int parse_args(int argc, char **argv, ev_args *a) {
                 else
                     goto bad_value;
                 break;
-            case O_CONTRAST_WEIGHT: {
-                char *end;
+            case O_CONTRAST_WEIGHT:
                 pool_set = 1;
-                a->contrast_weight = strtod(optarg, &end);
-                if (*optarg == '\0' || *end != '\0' ||
-                    !(a->contrast_weight >= 0 && a->contrast_weight <= 4))
-                    goto bad_value;
+                if (sl_parse_double_arg(optarg, 0, 4, &a->contrast_weight)) goto bad_value;
                 break;
-            }
             case O_REL: {
-                char *end;
-                double rel = strtod(optarg, &end);
-                if (*optarg == '\0' || *end != '\0' || !(rel >= 0 && rel <= 1)) goto bad_value;
+                double rel;
+                if (sl_parse_double_arg(optarg, 0, 1, &rel)) goto bad_value;
                 a->box.rel = (float)rel;
                 break;
             }

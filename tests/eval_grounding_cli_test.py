@@ -65,7 +65,7 @@ with open(os.path.join(WORK, "captions.txt"), "w") as f:
     f.write("a\n")
 subprocess.run([PY, os.path.join(REF, "clip_tokenizer_ref.py"), "--train",
                 os.path.join(WORK, "captions.txt"), "514", "1", model], check=True)
-S, PATCH, G = cfg.image_size, cfg.patch, cfg.image_size // cfg.patch
+S, G = cfg.image_size, cfg.image_size // cfg.patch
 
 # ---------------------------------------------------------------------------
 # images (JPEG; short sides below 2 * S so no DCT scaling applies)
@@ -124,57 +124,9 @@ patches = {k: pat[i] for i, k in enumerate(ids)}
 patches16 = {k: pat[i].astype(np.float16).astype(np.float64) for i, k in enumerate(ids)}
 
 
-def crop_map(w, h):
-    """sl_image_crop_map for CLIP preprocessing (torchvision Resize + CenterCrop)."""
-    rw, rh = S, S
-    short, long_ = min(w, h), max(w, h)
-    rl = int(S * long_ / short)
-    if w <= h:
-        rh = rl
-    else:
-        rw = rl
-    left, top = round((rw - S) / 2), round((rh - S) / 2)
-    sx, sy = w / rw, h / rh
-    return (np.float32(sx), np.float32(sy), np.float32(left * sx), np.float32(top * sy))
-
-
 def ground(sim, w, h, rel=ground_ref.REL_DEFAULT, up=ground_ref.UPSAMPLE_DEFAULT, base=np.mean):
-    """The box rule: the map upsampled (ground_ref), peak, cells >= base + rel
-    (max - base) with base its mean or minimum, 4-connected region around the
-    peak, cell edges through the crop map, clipped. Returns the box (float32
-    values) and a margin: how near any decision was to a tie."""
-    Gf, cell = G * up, PATCH / up
-    sim = ground_ref.upsample(sim.reshape(G, G), up).ravel()
-    lo, hi = base(sim), sim.max()
-    t = lo + rel * (hi - lo)
-    peak = int(np.argmax(sim))
-    # a tie for the peak matters unless the two cells touch (one region);
-    # upsampling 3 times or more repeats the edge cells, so a peak on the
-    # border has a twin
-    i1, i2 = np.argsort(sim, kind="stable")[-2:][::-1]
-    twin = abs(i1 // Gf - i2 // Gf) + abs(i1 % Gf - i2 % Gf) == 1
-    margin = min(np.abs(sim - t).min(), np.inf if twin else sim[i1] - sim[i2])
-    keep = sim >= t
-    seen = {peak}
-    stack = [peak]
-    while stack:
-        c = stack.pop()
-        r, q = divmod(c, Gf)
-        for rr, qq in ((r - 1, q), (r + 1, q), (r, q - 1), (r, q + 1)):
-            if 0 <= rr < Gf and 0 <= qq < Gf and keep[rr * Gf + qq] and rr * Gf + qq not in seen:
-                seen.add(rr * Gf + qq)
-                stack.append(rr * Gf + qq)
-    rows = [c // Gf for c in seen]
-    cols = [c % Gf for c in seen]
-    sx, sy, ox, oy = crop_map(w, h)
-
-    def edge(u, s, o, lim):
-        v = np.float32(np.float32(u) * s + o)
-        return float(min(max(v, np.float32(0)), np.float32(lim)))
-
-    box = (edge(min(cols) * cell, sx, ox, w), edge(min(rows) * cell, sy, oy, h),
-           edge((max(cols) + 1) * cell, sx, ox, w), edge((max(rows) + 1) * cell, sy, oy, h))
-    return box, margin
+    """The box rule (ground_ref.box): the box and how near it was to a tie."""
+    return ground_ref.box(sim, w, h, S, rel, up, base)[:2]
 
 
 def iou(a, b):

@@ -201,42 +201,11 @@ check(same_lines([dict(jsonl(p)[0], query="")], [dict(out[2], query="", results=
 # ---------------------------------------------------------------------------
 # phrase -> region
 # ---------------------------------------------------------------------------
-def crop_map(w, h, S=cfg.image_size):
-    short, long = min(w, h), max(w, h)
-    rlong = int(S * long / short)
-    rw, rh = (rlong, S) if w > h else (S, rlong)
-    left, top = round((rw - S) / 2), round((rh - S) / 2)  # Python rounds half to even
-    sx, sy = w / rw, h / rh
-    return sx, sy, left * sx, top * sy
-
-
-def box_rule(sim, w, h, rel=ground_ref.REL_DEFAULT):  # from the mean, upsampled
-    g, up = cfg.grid, ground_ref.UPSAMPLE_DEFAULT
-    peak_value = float(sim.max())
-    sim = ground_ref.upsample(sim.reshape(g, g), up)
-    g *= up
-    lo, hi = sim.mean(), sim.max()
-    t = lo + np.float32(rel) * (hi - lo)
-    peak = np.unravel_index(np.argmax(sim), sim.shape)
-    seen, stack = {peak}, [peak]
-    while stack:
-        r, c = stack.pop()
-        for rr, cc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
-            if 0 <= rr < g and 0 <= cc < g and (rr, cc) not in seen and sim[rr, cc] >= t:
-                seen.add((rr, cc))
-                stack.append((rr, cc))
-    rs, cs = [s[0] for s in seen], [s[1] for s in seen]
-    sx, sy, ox, oy = crop_map(w, h)
-    P = cfg.patch / up
-    box = [min(cs) * P * sx + ox, min(rs) * P * sy + oy, (max(cs) + 1) * P * sx + ox,
-           (max(rs) + 1) * P * sy + oy]
-    box = [min(max(v, 0), lim) for v, lim in zip(box, (w, h, w, h))]
-    # float32 against float64: a cell this near the threshold, or a second
-    # cell this near the peak, could go either way (no box to compare)
-    srt = np.sort(sim.ravel())
-    if min(np.abs(sim - t).min(), srt[-1] - srt[-2]) < 1e-5:
-        box = None
-    return box, peak_value
+def box_rule(sim, w, h):
+    """The default box rule (ground_ref.box) and the map's peak; no box when
+    float32 against float64 could go either way so near a tie."""
+    b, margin, peak = ground_ref.box(sim, w, h, cfg.image_size)
+    return (None if margin < 1e-5 else b), peak
 
 
 boxes_compared = [0]

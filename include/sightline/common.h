@@ -157,6 +157,9 @@ sl_status sl_mkdir_p(const char *path);
  * or -1 (empty, trailing characters, out of range or overflow). */
 int sl_parse_int_arg(const char *s, long long lo, long long hi, long long *out);
 
+/* The same for a whole decimal number within [lo, hi] (NaN refused). */
+int sl_parse_double_arg(const char *s, double lo, double hi, double *out);
+
 /* Checked size arithmetic: return 0 and store the result, or return -1 on
  * overflow (nothing stored). */
 int sl_mul_size(size_t a, size_t b, size_t *out);
