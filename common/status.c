@@ -1,9 +1,13 @@
 /*
- * common/status.c - status names and the thread-local last-error message.
+ * common/status.c - status names, the thread-local last-error message and the
+ * command-line value helpers.
  */
 #include "sightline/common.h"
 
+#include "cli/commands.h"
+
 #include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,4 +102,16 @@ int sl_parse_int_arg(const char *s, long long lo, long long hi, long long *out) 
     if (errno || end == s || *end || v < lo || v > hi) return -1;
     *out = v;
     return 0;
+}
+
+void sl_cli_bad_value(const char *cmd, const struct option *opts, int val, const char *value) {
+    const char *name = NULL;
+    for (const struct option *o = opts; o->name && !name; o++)
+        if (!o->flag && o->val == val) name = o->name;
+    if (name)
+        fprintf(stderr, "sightline %s: bad value '%s' for --%s\n", cmd, value ? value : "", name);
+    else if (val > ' ' && val < 127) /* a short option alone: -k */
+        fprintf(stderr, "sightline %s: bad value '%s' for -%c\n", cmd, value ? value : "", val);
+    else
+        fprintf(stderr, "sightline %s: bad value '%s'\n", cmd, value ? value : "");
 }

@@ -583,6 +583,6 @@ done:
     free(default_model);
     return rc;
 bad_value:
-    fprintf(stderr, "sightline encode: bad value '%s' for %s\n", optarg, argv[optind - 1]);
+    sl_cli_bad_value("encode", longopts, c, optarg);
     return SL_EXIT_USAGE;
 }

@@ -338,7 +338,7 @@ static int parse_args(int argc, char **argv, index_args *a) {
     a->nrest = argc - optind;
     return 0;
 bad:
-    fprintf(stderr, "sightline index: bad value '%s' for %s\n", optarg, argv[optind - 1]);
+    sl_cli_bad_value("index", lo, c, optarg);
     return -2;
 }
 

@@ -943,7 +943,7 @@ static int parse_args(int argc, char **argv, ev_args *a) {
     }
     return 0;
 bad_value:
-    fprintf(stderr, "sightline eval grounding: bad value '%s' for %s\n", optarg, argv[optind - 1]);
+    sl_cli_bad_value("eval grounding", lo, c, optarg);
     return SL_EXIT_USAGE;
 }
 

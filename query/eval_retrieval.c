@@ -1210,6 +1210,6 @@ done:
     free(default_model);
     return rc;
 bad_value:
-    fprintf(stderr, "sightline eval retrieval: bad value '%s' for %s\n", optarg, argv[optind - 1]);
+    sl_cli_bad_value("eval retrieval", longopts, c, optarg);
     return SL_EXIT_USAGE;
 }

@@ -416,6 +416,6 @@ int sl_cmd_query(int argc, char **argv) {
     lines_free(&qs);
     return rc;
 bad_value:
-    fprintf(stderr, "sightline query: bad value '%s' for %s\n", optarg, argv[optind - 1]);
+    sl_cli_bad_value("query", lo, c, optarg);
     return SL_EXIT_USAGE;
 }

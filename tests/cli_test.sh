@@ -24,6 +24,13 @@ for cmd in $("$bin" --help | sed -n '/^commands:/,/^$/p' | awk 'NR>1 && NF {prin
     check 0 "usage: sightline $cmd" "$bin" "$cmd" --help
     check 0 "usage: sightline $cmd" "$bin" help "$cmd"
 done
+# a bad option value is named by its option, in either spelling
+check 2 "bad value '0' for --batch\$" "$bin" index --index /nonexistent/x --batch 0 /nonexistent
+check 2 "bad value '0' for --batch\$" "$bin" index --index /nonexistent/x --batch=0 /nonexistent
+check 2 "bad value 'abc' for --batch\$" "$bin" encode --texts - --out /nonexistent/x.npy --batch abc
+check 2 "bad value '0' for -k\$" "$bin" query --index /nonexistent/x -k 0 --text a
+check 2 "bad value 'x' for --threads\$" "$bin" eval retrieval --threads x
+check 2 "bad value '7' for --rel\$" "$bin" eval grounding --rel 7
 check 0 "FAISS" "$bin" info
 check 2 "unknown argument" "$bin" info --bogus
 [ $fail -eq 0 ] && echo "cli_test: ok"
