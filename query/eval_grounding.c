@@ -392,14 +392,7 @@ static sl_status encode_texts(ev_run *r) {
 
 /* sim [P] = the similarity of text row `row`'s embedding to each patch. */
 static void text_map(const ev_run *r, size_t row, const float *patches, float *sim) {
-    const size_t P = (size_t)r->P, D = (size_t)r->D;
-    const float *t = r->text_emb + row * D;
-    for (size_t p = 0; p < P; p++) {
-        const float *v = patches + p * D;
-        float s = 0;
-        for (size_t d = 0; d < D; d++) s += v[d] * t[d];
-        sim[p] = s;
-    }
+    sl_ground_sim_map(patches, (size_t)r->P, (size_t)r->D, r->text_emb + row * (size_t)r->D, sim);
 }
 
 /* Ground every phrase of image i from its normalised patches [P, D]. With

@@ -51,6 +51,15 @@ static void upsample(const float *sim, int gh, int gw, int up, float *out) {
     }
 }
 
+void sl_ground_sim_map(const float *patches, size_t P, size_t D, const float *phrase, float *sim) {
+    for (size_t p = 0; p < P; p++) {
+        const float *v = patches + p * D;
+        float s = 0.0f;
+        for (size_t d = 0; d < D; d++) s += v[d] * phrase[d];
+        sim[p] = s;
+    }
+}
+
 sl_ground_opts sl_ground_opts_default(void) {
     sl_ground_opts o = {SL_GROUND_REL_DEFAULT, SL_GROUND_FROM_DEFAULT, SL_GROUND_UPSAMPLE_DEFAULT};
     return o;

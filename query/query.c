@@ -515,20 +515,11 @@ static sl_status run_image(sl_query *q, const char *const *queries, size_t n,
 /* Phrase -> region                                                         */
 /* ------------------------------------------------------------------------ */
 
-/* sim [P] = patches [P, D] . phrase [D] */
-static void sim_map(const float *patches, size_t P, size_t D, const float *phrase, float *sim) {
-    for (size_t p = 0; p < P; p++) {
-        float s = 0.0f;
-        for (size_t j = 0; j < D; j++) s += patches[p * D + j] * phrase[j];
-        sim[p] = s;
-    }
-}
-
 /* Box of `phrase` on normalised patches of a picture width x height. */
 static sl_status box_hit(sl_query *q, const float *patches, const float *phrase,
                          const sl_crop_map *map, int width, int height, sl_query_hit *h) {
     float sim[SL_STORE_MAX_PATCHES];
-    sim_map(patches, q->P, q->D, phrase, sim);
+    sl_ground_sim_map(patches, q->P, q->D, phrase, sim);
     sl_status st = sl_ground_box(sim, q->grid, q->grid, (float)q->cfg->image_size / (float)q->grid,
                                  &q->box, map, width, height, &h->box, &h->score);
     if (st == SL_OK) {

@@ -157,8 +157,20 @@ static void test_upsample(void) {
               (double)b.x0, (double)b.y0, (double)b.x1, (double)b.y1);
 }
 
+/* The map is each patch row dotted with the phrase: hand-computed values,
+ * exact in float. */
+static void test_sim_map(void) {
+    const float patches[3 * 2] = {1, 0, 0.5f, 0.5f, -2, 4};
+    const float phrase[2] = {0.25f, 2};
+    float sim[3];
+    sl_ground_sim_map(patches, 3, 2, phrase, sim);
+    CHECK_MSG(sim[0] == 0.25f && sim[1] == 1.125f && sim[2] == 7.5f, "sim map: %g %g %g",
+              (double)sim[0], (double)sim[1], (double)sim[2]);
+}
+
 int main(void) {
     test_iou();
+    test_sim_map();
     test_ground();
     test_upsample();
     return sl_test_finish("test_ground");

@@ -61,6 +61,10 @@ sl_ground_opts sl_ground_opts_default(void);
  * SL_GROUND_UPSAMPLE_MAX), else SL_ERR_INVALID naming the bad field. */
 sl_status sl_ground_opts_check(const sl_ground_opts *o);
 
+/* A phrase's similarity map: sim [P] = patches [P, D] . phrase [D] (each
+ * patch row dotted with the phrase embedding, in order, in float). */
+void sl_ground_sim_map(const float *patches, size_t P, size_t D, const float *phrase, float *sim);
+
 /* Localise a phrase from its similarity map sim [gh * gw] (row-major patch
  * grid over the model input, `cell` model-input pixels per grid cell: the
  * patch side, or image_size / grid for a finer region grid): upsample the
