@@ -4,8 +4,9 @@
   - --stop-after + --resume through the command line ends bit-identical to
     a straight run (model.safetensors and trainer_state.safetensors);
   - checkpoints: step-N/ in the Hugging Face layout with the tokenizer, the
-    `latest` pointer, --keep pruning; `sightline encode --model out/step-N`
-    embeds with the trained model;
+    `latest` pointer, --keep pruning (also of the checkpoint a run resumed
+    from, whose tokenizer later checkpoints still carry); `sightline encode
+    --model out/step-N` embeds with the trained model;
   - train_log.jsonl has step, loss, lr, grad_norm, samples_per_s, and the
     retrieval recalls with --eval-every;
   - --init from a checkpoint, a preset naming its tokenizer directory;
@@ -92,6 +93,18 @@ check(all({"loss", "lr", "grad_norm", "samples_per_s"} <= set(e) for e in log), 
 check(log == [dict(e, samples_per_s=log[i]["samples_per_s"])
               for i, e in enumerate(json.loads(x) for x in open(W("a", "train_log.jsonl")))],
       "resumed log differs")
+
+# a resumed run whose checkpoint is pruned under it (--keep 1, a save every
+# step) still writes its tokenizer into every later checkpoint
+run("train", *common, "--data", W("pairs.tsv"), "--out", W("p"), "--steps", "6", "--batch", "12",
+    "--warmup", "2", "--stop-after", "2", rc=0)
+run("train", "--resume", W("p", "step-2"), "--data", W("pairs.tsv"), "--images", W("imgs"),
+    "--quiet", "--save-every", "1", "--keep", "1", rc=0)
+check(sorted(d for d in os.listdir(W("p")) if d.startswith("step-")) == ["step-6"],
+      f"keep 1 after a resume: {os.listdir(W('p'))}")
+for name in ("vocab.json", "merges.txt"):
+    check(open(W("p", "step-6", name), "rb").read() == open(W("tok", name), "rb").read(),
+          f"step-6/{name} differs from the tokenizer's")
 
 # encode with the trained model
 r = run("encode", "--model", W("a", "step-8"), "--texts", W("caps.txt"), "--out", W("e.npy"),

@@ -188,15 +188,6 @@ static int rm_tree(const char *path) {
     return rc;
 }
 
-static sl_status copy_file(const char *src, const char *dst) {
-    char *buf = NULL;
-    size_t len = 0;
-    sl_status st = sl_read_file(src, (size_t)64 << 20, &buf, &len);
-    if (!st) st = sl_write_file_atomic(dst, buf, len);
-    free(buf);
-    return st;
-}
-
 /* ---- trainer state ------------------------------------------------------ */
 
 static sl_status write_state(const char *path, const sl_adamw *opt, int64_t step, int64_t pos,
@@ -268,9 +259,15 @@ static sl_status read_state(const char *path, sl_adamw *opt, int64_t sc[4], json
 
 /* ---- checkpoints -------------------------------------------------------- */
 
+/* The tokenizer files every checkpoint carries, read once when the run
+ * starts: a resumed run's tokenizer is its checkpoint, which pruning may
+ * remove while the run goes on. */
+static const char *const tok_files[2] = {"vocab.json", "merges.txt"};
+
 typedef struct ckpt_ctx {
     const char *out;
-    const char *tok_dir;
+    char *tok[2]; /* the bytes of tok_files */
+    size_t tok_len[2];
     int keep;
 } ckpt_ctx;
 
@@ -326,14 +323,12 @@ static sl_status save_checkpoint(const ckpt_ctx *c, const sl_train_model *m, con
     }
     rm_tree(tmp);
     if ((st = sl_train_model_save(m, tmp))) goto done;
-    const char *files[2] = {"vocab.json", "merges.txt"};
     for (int i = 0; i < 2 && !st; i++) {
-        a = sl_path_join(c->tok_dir, files[i]);
-        b = sl_path_join(tmp, files[i]);
-        st = a && b ? copy_file(a, b) : sl_set_error(SL_ERR_NOMEM, "out of memory");
-        free(a);
+        b = sl_path_join(tmp, tok_files[i]);
+        st = b ? sl_write_file_atomic(b, c->tok[i], c->tok_len[i])
+               : sl_set_error(SL_ERR_NOMEM, "out of memory");
         free(b);
-        a = b = NULL;
+        b = NULL;
     }
     if (st) goto done;
     if (!(a = sl_path_join(tmp, "trainer_state.safetensors"))) {
@@ -516,6 +511,7 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
     sl_clip_config cfg;
     hparams h;
     char *rdir = NULL, *tok_dir = NULL, *cfg_dir = NULL, *log_path = NULL;
+    ckpt_ctx cc = {NULL, {NULL, NULL}, {0, 0}, 0};
     sl_tokenizer *tok = NULL;
     sl_train_model *m = NULL;
     sl_adamw opt;
@@ -614,6 +610,13 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
         if (!tok_dir) goto nomem;
     }
     if ((st = sl_tokenizer_open_dir(tok_dir, &tok))) goto done;
+    for (int i = 0; i < 2 && !st; i++) {
+        char *p = sl_path_join(tok_dir, tok_files[i]);
+        st = p ? sl_read_file(p, (size_t)64 << 20, &cc.tok[i], &cc.tok_len[i])
+               : sl_set_error(SL_ERR_NOMEM, "out of memory");
+        free(p);
+    }
+    if (st) goto done;
 
     /* Hyper-parameters (before the model: the batch sizes the activations) */
     if (o->resume) {
@@ -749,7 +752,8 @@ sl_status sl_train_run(const sl_train_opts *o, sl_train_result *res) {
         free(out_alloc);
         goto done;
     }
-    ckpt_ctx cc = {out, tok_dir, h.keep};
+    cc.out = out;
+    cc.keep = h.keep;
     /* the group: every rank set up (rank 0's output and eval data too), then
      * every rank from rank 0's parameters and moments (fresh models differ
      * by nothing but this makes it a guarantee) */
@@ -901,6 +905,8 @@ done:
     json_decref(resumed_cfg);
     free(rdir);
     free(tok_dir);
+    free(cc.tok[0]);
+    free(cc.tok[1]);
     free(cfg_dir);
     free(log_path);
     return st;
