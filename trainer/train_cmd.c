@@ -64,7 +64,8 @@ void sl_cmd_train_help(FILE *out) {
           "\n"
           "Images that fail to load are skipped with a warning and counted; the exit code\n"
           "is then 3. --resume takes the hyper-parameters recorded in the checkpoint unless\n"
-          "flags override them, and continues bit-exactly with the same ones.\n",
+          "flags override them, and continues bit-exactly with the same ones; --threads,\n"
+          "--keep and --eval-every are not recorded (give them again).\n",
           out);
 }
 
