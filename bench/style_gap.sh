@@ -26,7 +26,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${WORK:-/tmp/sightline-style-gap}
-DATA=$(realpath "${DATA:-${SL_DATA_DIR:-data}}")
+DATA=${DATA:-${SL_DATA_DIR:-data}}
 SL=${SL:-build/sightline}
 TRAIN=${TRAIN:-200000}
 STEPS=${STEPS:-1000}
@@ -34,6 +34,8 @@ PY=/usr/bin/python3
 if [ "${QUICK:-0}" = 1 ]; then TRAIN=2000 STEPS=20; fi
 HALF=$((TRAIN / 2))
 [ -x "$SL" ] || { echo "style_gap: no $SL (build first: scripts/test or cmake)" >&2; exit 1; }
+[ -d "$DATA" ] || { echo "style_gap: no $DATA (run scripts/fetch-demo-data)" >&2; exit 1; }
+DATA=$(realpath "$DATA")
 for p in emoji-datasource-google emoji-datasource-twitter emojibase-data; do
     [ -d "$DATA/$p" ] || { echo "style_gap: no $DATA/$p (run scripts/fetch-demo-data)" >&2; exit 1; }
 done
