@@ -23,15 +23,6 @@ typedef struct sl_command {
     void (*help)(FILE *out);           /* full usage text */
 } sl_command;
 
-struct option;
-
-/* Report a bad option value on stderr as "sightline CMD: bad value 'VALUE'
- * for --NAME", NAME being the entry of `opts` (getopt_long's table, ended
- * by a zero entry) whose val is `val`, or -V for a short option V that has
- * no long name: the same words whether the value came as "--name VALUE" or
- * "--name=VALUE". Defined in common/status.c. */
-void sl_cli_bad_value(const char *cmd, const struct option *opts, int val, const char *value);
-
 /* Subcommands defined in the modules (libsightline). */
 int sl_cmd_tokenizer(int argc, char **argv); /* encoder/tokenizer_cmd.c */
 void sl_cmd_tokenizer_help(FILE *out);

@@ -4,8 +4,6 @@
  */
 #include "sightline/common.h"
 
-#include "cli/commands.h"
-
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>

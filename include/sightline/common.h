@@ -160,6 +160,15 @@ int sl_parse_int_arg(const char *s, long long lo, long long hi, long long *out);
 /* The same for a whole decimal number within [lo, hi] (NaN refused). */
 int sl_parse_double_arg(const char *s, double lo, double hi, double *out);
 
+struct option;
+
+/* Report a bad option value on stderr as "sightline CMD: bad value 'VALUE'
+ * for --NAME", NAME being the entry of `opts` (getopt_long's table, ended
+ * by a zero entry) whose val is `val`, or -V for a short option V that has
+ * no long name: the same words whether the value came as "--name VALUE" or
+ * "--name=VALUE". */
+void sl_cli_bad_value(const char *cmd, const struct option *opts, int val, const char *value);
+
 /* Checked size arithmetic: return 0 and store the result, or return -1 on
  * overflow (nothing stored). */
 int sl_mul_size(size_t a, size_t b, size_t *out);
